@@ -1,6 +1,103 @@
-"""CLI commands for this area (see curator/cli.py). Each command's help ends with an example."""
+"""CLI: `inspect` (FiftyOne dataset + App), `show` (one image's caption versions), `diff` (round vs round)."""
+from __future__ import annotations
+
 import click
+
+from curator.errors import InputError
+
+
+def _rounds(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        out = []
+    if not out or any(r < 0 for r in out):
+        raise InputError(f"invalid --rounds {text!r}", "expected comma-separated round numbers (0 = original)",
+                         "e.g. --rounds 0,1,2")
+    return out
 
 
 def register(cli: click.Group) -> None:
-    pass
+    from curator.cli import open_store
+
+    @cli.command("inspect")
+    @click.option("--rounds", default="0,1,2", show_default=True, help="Rounds whose caption versions become fields.")
+    @click.option("--where", default=None, help="SQL condition on the images table choosing the sample.")
+    @click.option("--limit", default=500, show_default=True, type=int, help="At most this many images (0 = all matching).")
+    @click.option("--kind", "kinds", multiple=True, help="Only these caption kinds (repeatable; default all).")
+    @click.option("--name", default="curator", show_default=True, help="FiftyOne dataset name (persistent; reruns update it).")
+    @click.option("--port", default=5151, show_default=True, type=int, help="App port.")
+    @click.option("--address", default="127.0.0.1", show_default=True, help="App address (0.0.0.0 to serve remotely).")
+    @click.option("--no-launch", is_flag=True, help="Build/update the dataset only; do not serve the App.")
+    @click.option("--cache-dir", default=None, help="Where image files are written for FiftyOne "
+                  "[default: ~/.cache/vila2-curator/images].")
+    @click.option("--database-uri", default=None, envvar="FIFTYONE_DATABASE_URI",
+                  help="Use this MongoDB instead of FiftyOne's bundled mongod (env FIFTYONE_DATABASE_URI).")
+    @click.pass_context
+    def inspect_cmd(ctx, rounds, where, limit, kinds, name, port, address, no_launch, cache_dir, database_uri):
+        """Look at images next to every round's captions in the FiftyOne App.
+
+        Builds (or updates, keyed by image_id) a FiftyOne dataset from a SQL sample of the store: one
+        sample per image, a field per caption version (r0_original, r1_self, r2_spatial, …), verdicts as
+        tags (rejected:r1_self:repetition), and for synthetic images each caption's precision, recall and
+        hallucinated facts. Then serves the App until Ctrl-C.
+
+        \b
+        Example:
+          curator inspect --rounds 0,1,2 --where "source = 'synthetic'" --limit 200
+          curator inspect --no-launch --name round2 && fiftyone app launch round2
+        """
+        from curator import inspect as ins
+
+        store = open_store(ctx)
+        res = ins.build_dataset(store, rounds=_rounds(rounds), where=where, limit=limit or None, name=name,
+                                cache_dir=cache_dir, database_uri=database_uri, kinds=list(kinds) or None)
+        click.echo(f"dataset {res.name}: {res.added} added, {res.updated} updated, "
+                   f"{len(res.dataset)} samples; caption fields: {', '.join(res.caption_fields) or '-'}")
+        if no_launch:
+            click.echo(f"not launched; to view: fiftyone app launch {res.name}")
+            return
+        session = ins.launch(res.dataset, port=port, address=address)
+        click.echo(f"FiftyOne App: {ins.app_url(address, port, res.name)}  (Ctrl-C to stop)")
+        session.wait()
+
+    @cli.command("show")
+    @click.argument("image_id")
+    @click.pass_context
+    def show_cmd(ctx, image_id):
+        """Print every caption version of one image with provenance and verdicts.
+
+        IMAGE_ID is the image's sha256 (a unique prefix of 6+ characters is enough).
+
+        \b
+        Example:
+          curator show 3fa9c1d2
+        """
+        from curator.show import render_show, show
+
+        click.echo(render_show(show(open_store(ctx), image_id)))
+
+    @cli.command("diff")
+    @click.option("--round", "rounds", type=int, multiple=True, required=True,
+                  help="Give twice: the earlier round A, then round B.")
+    @click.option("--kind", default="self", show_default=True, help="Caption kind for rounds ≥ 1 (round 0 is 'original').")
+    @click.option("--where", default=None, help="SQL condition on the images table.")
+    @click.option("--limit", default=20, show_default=True, type=int,
+                  help="List at most this many images (the drift summary covers all).")
+    @click.pass_context
+    def diff_cmd(ctx, rounds, kind, where, limit):
+        """Per-image caption changes from round A to round B, and the aggregate drift.
+
+        Compares the latest round×kind version per image: length in words and text; on synthetic images
+        recall, precision and the facts (true and hallucinated) gained and lost, graded against ground truth.
+
+        \b
+        Example:
+          curator diff --round 0 --round 1 --limit 5
+        """
+        from curator.show import diff, render_diff
+
+        if len(rounds) != 2:
+            raise InputError(f"diff got {len(rounds)} --round value(s)", "it compares exactly two rounds",
+                             "e.g. curator diff --round 0 --round 1")
+        click.echo(render_diff(diff(open_store(ctx), rounds[0], rounds[1], kind=kind, where=where), limit=limit))

@@ -1,0 +1,356 @@
+"""`show` (every caption version of one image, with provenance and verdicts) and `diff` (what changed
+between two rounds), as functions returning data plus plain-text renderers the CLI prints.
+
+Which caption stands for "round R" in a diff: kind `original` for round 0, otherwise the given kind
+(default `self`); among that round×kind's versions the latest by created_at (so a derived repetition-cut
+version, written after its raw parent, is the one compared — the same rule the interface contract uses).
+Facts gained and lost come from curator.grade.grade_caption on images whose meta holds ground truth.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from curator.errors import InputError, StoreError
+
+_HEX = re.compile(r"^[0-9a-f]{6,64}$")
+
+
+@dataclass
+class Verdict:
+    filter: str
+    keep: bool
+    score: float | None
+    reason: str
+    run_id: str
+    created_at: object          # datetime
+
+
+@dataclass
+class CaptionVersion:
+    caption_id: str
+    round: int
+    kind: str
+    text: str
+    captioner: str
+    prompt_id: str
+    sampling: str               # JSON text as stored
+    sample_idx: int
+    finish_reason: str
+    n_tokens: int | None
+    parent_caption_id: str
+    transform: str
+    run_id: str
+    created_at: object
+    verdicts: list[Verdict] = field(default_factory=list)   # every verdict row, oldest first
+    image_id: str = ""
+
+    @property
+    def rejected_by(self) -> list[Verdict]:
+        """Filters whose latest verdict on this caption says drop (the contract's "rejected")."""
+        latest: dict[str, Verdict] = {}
+        for v in self.verdicts:
+            latest[v.filter] = v            # verdicts are sorted oldest first
+        return [v for v in latest.values() if not v.keep]
+
+    @property
+    def accepted(self) -> bool:
+        return not self.rejected_by
+
+
+@dataclass
+class ImageCaptions:
+    image_id: str
+    uri: str
+    source: str
+    width: int | None
+    height: int | None
+    format: str
+    split: str
+    meta: dict
+    captions: list[CaptionVersion]
+
+
+def resolve_image_id(store, image_id: str) -> str:
+    """A full image_id from a unique hex prefix (at least 6 characters)."""
+    image_id = image_id.strip().lower()
+    if not _HEX.match(image_id):
+        raise InputError(f"invalid image id {image_id!r}", "image ids are sha256 hex (a prefix of 6+ characters works)",
+                         "copy one from `curator sql \"SELECT image_id FROM images LIMIT 5\"`")
+    ids = store.sql(f"SELECT image_id FROM images WHERE image_id LIKE '{image_id}%' ORDER BY image_id LIMIT 2") \
+        .column("image_id").to_pylist()
+    if not ids:
+        raise StoreError(f"no image {image_id} in the store", "no image_id starts with it",
+                         "copy one from `curator sql \"SELECT image_id FROM images LIMIT 5\"`")
+    if len(ids) > 1:
+        raise InputError(f"image id prefix {image_id} is ambiguous", f"it matches {ids[0]} and {ids[1]} (at least)",
+                         "give more characters")
+    return ids[0]
+
+
+def _verdicts_by_caption(store, where: str) -> dict[str, list[Verdict]]:
+    rows = store.sql(
+        "SELECT v.caption_id, v.filter, v.keep, v.score, v.reason, v.run_id, v.created_at "
+        f"FROM verdicts v JOIN captions c USING (caption_id) WHERE {where} "
+        "ORDER BY v.created_at, v.filter, v.verdict_id").to_pylist()
+    out: dict[str, list[Verdict]] = {}
+    for r in rows:
+        out.setdefault(r["caption_id"], []).append(Verdict(
+            r["filter"], bool(r["keep"]), r["score"], r["reason"] or "", r["run_id"] or "", r["created_at"]))
+    return out
+
+
+def _caption_rows(store, where: str) -> list[CaptionVersion]:
+    rows = store.sql(
+        "SELECT caption_id, image_id, round, kind, text, captioner, prompt_id, sampling, sample_idx, finish_reason, "
+        "n_tokens, parent_caption_id, transform, run_id, created_at "
+        f"FROM captions c WHERE {where} ORDER BY image_id, round, kind, created_at, caption_id").to_pylist()
+    verdicts = _verdicts_by_caption(store, where) if rows else {}
+    out = []
+    for r in rows:
+        out.append(CaptionVersion(
+            caption_id=r["caption_id"], round=r["round"], kind=r["kind"] or "", text=r["text"] or "",
+            captioner=r["captioner"] or "", prompt_id=r["prompt_id"] or "", sampling=r["sampling"] or "",
+            sample_idx=r["sample_idx"] or 0, finish_reason=r["finish_reason"] or "", n_tokens=r["n_tokens"],
+            parent_caption_id=r["parent_caption_id"] or "", transform=r["transform"] or "",
+            run_id=r["run_id"] or "", created_at=r["created_at"], verdicts=verdicts.get(r["caption_id"], []),
+            image_id=r["image_id"]))
+    return out
+
+
+def show(store, image_id: str) -> ImageCaptions:
+    """Every caption version of one image (by round, kind, then creation time) with its verdicts."""
+    image_id = resolve_image_id(store, image_id)
+    img = store.sql("SELECT image_id, uri, source, width, height, format, split, meta FROM images "
+                    f"WHERE image_id = '{image_id}'").to_pylist()[0]
+    caps = _caption_rows(store, f"c.image_id = '{image_id}'")
+    return ImageCaptions(image_id=image_id, uri=img["uri"] or "", source=img["source"] or "",
+                         width=img["width"], height=img["height"], format=img["format"] or "",
+                         split=img["split"] or "", meta=_meta(img["meta"]), captions=caps)
+
+
+def _meta(text) -> dict:
+    try:
+        m = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return m if isinstance(m, dict) else {}
+
+
+def _short(h: str, n: int = 12) -> str:
+    return h[:n] if h else "-"
+
+
+def _score(s) -> str:
+    return "-" if s is None else f"{s:.3f}"
+
+
+def render_show(ic: ImageCaptions) -> str:
+    size = f"{ic.width}x{ic.height}" if ic.width and ic.height else "?x?"
+    lines = [f"image {ic.image_id}",
+             f"  source={ic.source or '-'}  {size} {ic.format or '?'}  split={ic.split or '-'}  uri={ic.uri or '-'}",
+             f"{len(ic.captions)} caption version{'s' if len(ic.captions) != 1 else ''}"]
+    for c in ic.captions:
+        rej = c.rejected_by
+        status = "accepted" if not rej else "REJECTED by " + ", ".join(
+            f"{v.filter}" + (f" ({v.reason})" if v.reason else "") for v in rej)
+        lines.append("")
+        lines.append(f"r{c.round} {c.kind}  caption {_short(c.caption_id)}  {status}")
+        lines.append(f"  {json.dumps(c.text, ensure_ascii=False)}")
+        prov = [f"captioner={_short(c.captioner)}", f"prompt_id={c.prompt_id or '-'}",
+                f"sampling={c.sampling or '-'}", f"sample={c.sample_idx}",
+                f"finish={c.finish_reason or '-'}", f"tokens={'-' if c.n_tokens is None else c.n_tokens}",
+                f"run_id={c.run_id or '-'}"]
+        lines.append("  " + "  ".join(prov))
+        if c.parent_caption_id or c.transform:
+            lines.append(f"  derived from {_short(c.parent_caption_id)} by {c.transform or '-'}")
+        for v in c.verdicts:
+            lines.append(f"  verdict {v.filter}: keep={'yes' if v.keep else 'no'} score={_score(v.score)}"
+                         + (f" reason={v.reason}" if v.reason else "") + f" run_id={v.run_id or '-'}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ diff
+
+@dataclass
+class ImageDiff:
+    image_id: str
+    text_a: str
+    text_b: str
+    words_a: int
+    words_b: int
+    graded: bool = False
+    recall_a: float | None = None
+    recall_b: float | None = None
+    precision_a: float | None = None
+    precision_b: float | None = None
+    true_a: int = 0                  # true facts stated (grade_caption's n_true_stated)
+    true_b: int = 0
+    gained: list[str] = field(default_factory=list)   # facts stated in B, not in A (true ones)
+    lost: list[str] = field(default_factory=list)     # true facts stated in A, not in B
+    halluc_gained: list[str] = field(default_factory=list)   # hallucinated in B, not in A
+    halluc_lost: list[str] = field(default_factory=list)     # hallucinated in A, gone in B
+
+    @property
+    def delta_words(self) -> int:
+        return self.words_b - self.words_a
+
+
+@dataclass
+class RoundDiff:
+    round_a: int
+    round_b: int
+    kind_a: str
+    kind_b: str
+    images: list[ImageDiff]          # images with a caption in both rounds, by image_id
+    only_a: int                      # images with a caption only in round A
+    only_b: int
+
+    @property
+    def graded(self) -> list[ImageDiff]:
+        return [d for d in self.images if d.graded]
+
+    def summary(self) -> dict:
+        n = len(self.images)
+        g = self.graded
+        mean = (lambda xs: sum(xs) / len(xs) if xs else None)
+        return {
+            "images": n, "only_a": self.only_a, "only_b": self.only_b,
+            "mean_words_a": mean([d.words_a for d in self.images]),
+            "mean_words_b": mean([d.words_b for d in self.images]),
+            "mean_delta_words": mean([d.delta_words for d in self.images]),
+            "graded": len(g),
+            "mean_recall_a": mean([d.recall_a for d in g]), "mean_recall_b": mean([d.recall_b for d in g]),
+            "mean_precision_a": mean([d.precision_a for d in g]),
+            "mean_precision_b": mean([d.precision_b for d in g]),
+            "facts_gained": sum(len(d.gained) for d in g), "facts_lost": sum(len(d.lost) for d in g),
+            "true_delta": sum(d.true_b - d.true_a for d in g),
+            "hallucinations_gained": sum(len(d.halluc_gained) for d in g),
+            "hallucinations_lost": sum(len(d.halluc_lost) for d in g),
+        }
+
+
+def _kind_for(round_: int, kind: str) -> str:
+    return "original" if round_ == 0 else kind
+
+
+def _latest_texts(store, round_: int, kind: str, where: str | None) -> dict[str, str]:
+    img_filter = f" AND c.image_id IN (SELECT image_id FROM images WHERE {where})" if where else ""
+    rows = store.sql(
+        "SELECT image_id, text FROM (SELECT c.image_id, c.text, row_number() OVER ("
+        "PARTITION BY c.image_id ORDER BY c.created_at DESC, c.caption_id DESC) AS rn FROM captions c "
+        f"WHERE c.round = {int(round_)} AND c.kind = '{kind}'{img_filter}) WHERE rn = 1").to_pylist()
+    return {r["image_id"]: r["text"] or "" for r in rows}
+
+
+def _truths(store, image_ids: list[str]) -> dict[str, dict]:
+    """Ground truth (images.meta) of the synthetic images among image_ids."""
+    out = {}
+    for s in range(0, len(image_ids), 1000):
+        chunk = ",".join(f"'{i}'" for i in image_ids[s:s + 1000])
+        for r in store.sql(f"SELECT image_id, meta FROM images WHERE source = 'synthetic' "
+                           f"AND image_id IN ({chunk})").to_pylist():
+            m = _meta(r["meta"])
+            if m:
+                out[r["image_id"]] = m
+    return out
+
+
+def _fact_str(f) -> str:
+    if isinstance(f, str):
+        return f
+    return json.dumps(f, sort_keys=True, ensure_ascii=False)
+
+
+def _stated_true(res: dict) -> list[str] | None:
+    """The true facts a grade names, if the grader lists them (else only their count is known)."""
+    for key in ("true_facts", "correct", "stated_true", "matched"):
+        if isinstance(res.get(key), list):
+            return [_fact_str(f) for f in res[key]]
+    return None
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def diff(store, round_a: int, round_b: int, kind: str = "self", where: str | None = None) -> RoundDiff:
+    """Per-image changes from round A to round B and their aggregate (see module docstring)."""
+    if round_a < 0 or round_b < 0:
+        raise InputError(f"invalid rounds {round_a}, {round_b}", "rounds are 0 (original) or higher",
+                         "e.g. --round 0 --round 1")
+    ka, kb = _kind_for(round_a, kind), _kind_for(round_b, kind)
+    a = _latest_texts(store, round_a, ka, where)
+    b = _latest_texts(store, round_b, kb, where)
+    if not a and not b:
+        raise StoreError(f"no captions for round {round_a} ({ka}) or round {round_b} ({kb})",
+                         "the store holds none of those round×kind rows" + (" matching --where" if where else ""),
+                         "list what exists: curator sql \"SELECT round, kind, count(*) FROM captions GROUP BY ALL\"")
+    both = sorted(set(a) & set(b))
+    truths = _truths(store, both)
+    grade = None
+    if truths:
+        from curator.grade import grade_caption as grade
+    diffs = []
+    for iid in both:
+        d = ImageDiff(iid, a[iid], b[iid], _words(a[iid]), _words(b[iid]))
+        if iid in truths:
+            ga, gb = grade(a[iid], truths[iid]), grade(b[iid], truths[iid])
+            d.graded = True
+            d.recall_a, d.recall_b = ga["recall"], gb["recall"]
+            d.precision_a, d.precision_b = ga["precision"], gb["precision"]
+            d.true_a, d.true_b = int(ga["n_true_stated"]), int(gb["n_true_stated"])
+            ha = [_fact_str(f) for f in ga["hallucinated"]]
+            hb = [_fact_str(f) for f in gb["hallucinated"]]
+            d.halluc_gained = [f for f in hb if f not in ha]
+            d.halluc_lost = [f for f in ha if f not in hb]
+            ta, tb = _stated_true(ga), _stated_true(gb)
+            if ta is not None and tb is not None:
+                d.gained = [f for f in tb if f not in ta]
+                d.lost = [f for f in ta if f not in tb]
+        diffs.append(d)
+    return RoundDiff(round_a, round_b, ka, kb, diffs, only_a=len(set(a) - set(b)), only_b=len(set(b) - set(a)))
+
+
+def _f(x, fmt="{:.2f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def render_diff(rd: RoundDiff, limit: int | None = 20) -> str:
+    s = rd.summary()
+    head = (f"diff round {rd.round_a} ({rd.kind_a}) -> round {rd.round_b} ({rd.kind_b}): "
+            f"{s['images']} image{'s' if s['images'] != 1 else ''} in both")
+    extra = []
+    if rd.only_a:
+        extra.append(f"{rd.only_a} only in round {rd.round_a}")
+    if rd.only_b:
+        extra.append(f"{rd.only_b} only in round {rd.round_b}")
+    lines = [head + (", " + ", ".join(extra) if extra else "")]
+    shown = rd.images if limit is None else rd.images[:limit]
+    for d in shown:
+        lines.append("")
+        lines.append(f"{d.image_id[:12]}  words {d.words_a} -> {d.words_b} ({d.delta_words:+d})")
+        lines.append(f"  - {json.dumps(d.text_a, ensure_ascii=False)}")
+        lines.append(f"  + {json.dumps(d.text_b, ensure_ascii=False)}")
+        if d.graded:
+            lines.append(f"  recall {_f(d.recall_a)} -> {_f(d.recall_b)}  precision {_f(d.precision_a)} -> "
+                         f"{_f(d.precision_b)}  true facts {d.true_a} -> {d.true_b}")
+            for label, facts in (("gained", d.gained), ("lost", d.lost),
+                                 ("hallucination gained", d.halluc_gained), ("hallucination gone", d.halluc_lost)):
+                if facts:
+                    lines.append(f"  {label}: " + "; ".join(facts))
+    if len(shown) < len(rd.images):
+        lines.append("")
+        lines.append(f"... {len(rd.images) - len(shown)} more image(s) (raise --limit to list them)")
+    lines.append("")
+    lines.append(f"drift: mean words {_f(s['mean_words_a'], '{:.1f}')} -> {_f(s['mean_words_b'], '{:.1f}')} "
+                 f"({_f(s['mean_delta_words'], '{:+.1f}')}) over {s['images']} image(s)")
+    if s["graded"]:
+        lines.append(f"synthetic ({s['graded']} graded): recall {_f(s['mean_recall_a'])} -> {_f(s['mean_recall_b'])}, "
+                     f"precision {_f(s['mean_precision_a'])} -> {_f(s['mean_precision_b'])}, "
+                     f"true facts {s['true_delta']:+d}, hallucinations +{s['hallucinations_gained']} "
+                     f"-{s['hallucinations_lost']}")
+        if any(d.gained or d.lost for d in rd.graded) or s["facts_gained"] or s["facts_lost"]:
+            lines.append(f"facts gained {s['facts_gained']}, lost {s['facts_lost']}")
+    return "\n".join(lines)
