@@ -1,0 +1,143 @@
+"""Filters on hand-written degenerate captions, in a real Lance store: exact scores, verdicts, reasons,
+the repetition-cut version, re-thresholding from stored scores, and Python/SQL parity."""
+from __future__ import annotations
+
+import io
+import json
+
+import duckdb
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from curator import filters, schema
+from curator.store import Store
+
+CAPTIONER = "c" * 64
+
+
+def png(i: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (i % 256, (i * 7) % 256, (i * 13) % 256)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def make_store(tmp_path, captions: list[tuple[str, str]]) -> tuple[Store, dict[str, str]]:
+    """One image per caption; captions = [(text, finish_reason)]. Returns store and text -> caption_id."""
+    store = Store(str(tmp_path / "s"), create=True)
+    imgs, caps, ids = [], [], {}
+    for i, (text, fr) in enumerate(captions):
+        b = png(i)
+        iid = schema.image_key(b)
+        imgs.append({"image_id": iid, "uri": f"mem://{i}", "source": "synthetic", "width": 8, "height": 8,
+                     "format": "PNG", "split": "train", "meta": "{}", "bytes": b, "run_id": "t"})
+        cid = schema.caption_key(iid, 1, "self", CAPTIONER, "long-v1")
+        ids.setdefault(text, cid)
+        caps.append({"caption_id": cid, "image_id": iid, "round": 1, "kind": "self", "text": text,
+                     "captioner": CAPTIONER, "prompt_id": "long-v1", "prompt": "Describe the image in details.",
+                     "sampling": "{}", "sample_idx": 0, "finish_reason": fr, "n_tokens": 10,
+                     "parent_caption_id": "", "transform": "", "run_id": "t"})
+    store.add_images(imgs, run_id="t")
+    store.add_captions(caps, run_id="t")
+    return store, ids
+
+
+GOOD = "A red circle is at the top left and a blue square is below it."
+REPEAT = "A red circle on the left. A blue square on the right. a red circle on the left. A green triangle."
+LOOP = "circle circle circle circle circle circle circle circle circle circle"
+SHORT = "A cat."
+TRUNC = "A large red circle sits on the left side of"
+BADCHAR = "A red circle \x00\x01 sits on the left side here"
+TEMPLATE = "A shape on a white background here today."
+CAPTIONS = [(GOOD, "eos"), (REPEAT, "eos"), (LOOP, "eos"), (SHORT, "eos"), (TRUNC, "length"), (BADCHAR, "eos")] \
+    + [(TEMPLATE, "eos")] * 6
+
+
+def latest_verdicts(store) -> dict[tuple[str, str], tuple[bool, str, float]]:
+    rows = store.sql("""SELECT caption_id, filter, keep, reason, score FROM verdicts
+                        QUALIFY row_number() OVER (PARTITION BY caption_id, filter ORDER BY created_at DESC) = 1""")
+    return {(r["caption_id"], r["filter"]): (r["keep"], r["reason"], r["score"]) for r in rows.to_pylist()}
+
+
+def test_pure_functions():
+    assert filters.repetition_cut(REPEAT) == ("A red circle on the left. A blue square on the right.", 3)
+    assert filters.repetition_cut(GOOD) == (None, 0)
+    assert filters.ngram_repeat(LOOP, 3) == pytest.approx(1 - 1 / 8)
+    assert filters.ngram_repeat(GOOD, 3) == 0.0
+    assert filters.bad_char_fraction(BADCHAR) == pytest.approx(2 / len(BADCHAR))
+    assert filters.bad_char_fraction("Café “quoted” — fine…") == 0.0
+    assert filters.bad_char_fraction("文字 text") == pytest.approx(2 / 7)
+    assert filters.bad_char_fraction("文字 text", "printable") == 0.0
+
+
+def test_filters_on_degenerate_captions(tmp_path):
+    store, ids = make_store(tmp_path, CAPTIONS)
+    counts = filters.run_filters(store, 1)
+    assert counts["repcut_versions"] == 1
+    assert counts["captions"] == 13          # 12 raw + 1 repetition-cut version
+    v = latest_verdicts(store)
+    assert len(v) == 13 * 6                  # one verdict per caption × text filter
+    assert v[(ids[REPEAT], "repetition")][:2] == (False, "repetition: cut at sentence 3")
+    assert v[(ids[LOOP], "ngram")][:2] == (False, "ngram: 0.88 of word n-grams repeat > 0.50")
+    assert v[(ids[SHORT], "length")][:2] == (False, "length: 2 words < min 5")
+    assert v[(ids[TRUNC], "truncation")][:2] == (False, "truncation: generation hit max_new_tokens")
+    assert v[(ids[BADCHAR], "charset")][:2] == (False, "charset: 0.048 of characters non-printable or outside the charset")
+    assert v[(ids[TEMPLATE], "template")][:2] == (False, "template: same text on 6 images > max 5")
+    assert all(v[(ids[GOOD], f)][0] for f in filters.TEXT_FILTERS)
+    # The cut version: a new row whose parent is the raw caption; the raw text is untouched.
+    cut = store.sql("SELECT * FROM captions WHERE transform = 'repcut'").to_pylist()
+    assert len(cut) == 1
+    assert cut[0]["text"] == "A red circle on the left. A blue square on the right."
+    assert cut[0]["parent_caption_id"] == ids[REPEAT] and cut[0]["finish_reason"] == "derived"
+    assert all(v[(cut[0]["caption_id"], f)][0] for f in filters.TEXT_FILTERS)
+    assert store.sql(f"SELECT text FROM captions WHERE caption_id = '{ids[REPEAT]}'").column("text")[0].as_py() == REPEAT
+    # Rerun: same config → nothing new.
+    again = filters.run_filters(store, 1)
+    assert again["repcut_versions"] == 0
+    assert all(c["written"] == 0 and c["computed"] == 0 for c in again["filters"].values())
+    assert store.sql("SELECT count(*) AS n FROM verdicts").column("n")[0].as_py() == 13 * 6
+    report = filters.filter_report(store, 1)
+    assert report["captions"] == 13 and report["accepted"] == 2   # GOOD and the cut version
+    assert {"filter": "length", "keep": False, "reason": "length: # words < min #", "n": 1} in report["by_reason"]
+
+
+def test_rethreshold_reuses_scores(tmp_path):
+    store, ids = make_store(tmp_path, CAPTIONS)
+    filters.run_filters(store, 1, filters=["length", "ngram"])
+    res = filters.run_filters(store, 1, filters=["length"], thresholds={"length.min_words": "2"})
+    assert res["filters"]["length"]["computed"] == 0 and res["filters"]["length"]["reused"] == 12
+    assert res["filters"]["length"]["written"] == 12
+    v = latest_verdicts(store)
+    assert v[(ids[SHORT], "length")] == (True, "", 2.0)
+    # Both configs remain, with different hashes; scores identical.
+    rows = store.sql(f"SELECT config_hash, score, config FROM verdicts WHERE caption_id = '{ids[SHORT]}' "
+                     "AND filter = 'length' ORDER BY created_at").to_pylist()
+    assert len(rows) == 2 and rows[0]["config_hash"] != rows[1]["config_hash"]
+    assert rows[0]["score"] == rows[1]["score"] == 2.0
+    assert json.loads(rows[1]["config"])["min_words"] == 2
+    # Changing a score parameter (n) does recompute.
+    res = filters.run_filters(store, 1, filters=["ngram"], params={"ngram.n": "2"})
+    assert res["filters"]["ngram"]["computed"] == 12
+
+
+def test_bad_threshold_names():
+    with pytest.raises(Exception, match="unknown threshold 'max' for filter length"):
+        filters.make_configs(["length"], {"length.max": "3"})
+    with pytest.raises(Exception, match="unknown filter 'lenght'"):
+        filters.make_configs(["length"], {"lenght.max_words": "3"})
+    with pytest.raises(Exception, match="is ambiguous"):
+        filters.make_configs(["length"], {"length": "3"})
+    assert filters.make_configs(["ngram"], {"ngram": "0.3"})["ngram"].threshold == {"max_repeat": 0.3}
+
+
+def test_python_and_sql_scores_agree():
+    texts = [GOOD, REPEAT, LOOP, SHORT, TRUNC, BADCHAR, TEMPLATE, "", "  double  spaces  here . . x", "Ünïcödé ok."]
+    frs = ["eos", "eos", "eos", "eos", "length", "eos", "eos", "eos", "eos", "eos"]
+    cfgs = filters.make_configs(["repetition", "ngram", "length", "truncation", "charset"])
+    t = pa.table({"caption_id": [str(i) for i in range(len(texts))], "text": texts, "finish_reason": frs})
+    sql = filters.text_scores_sql(duckdb.connect(), t, cfgs).to_pylist()
+    for row, text, fr in zip(sql, texts, frs):
+        py = filters.score_text(text, fr, cfgs)
+        assert row["rep_flag"] == (py["repetition"] > 0), text
+        for name in ("ngram", "length", "truncation", "charset"):
+            assert row[name] == pytest.approx(py[name]), (name, text)
