@@ -4,7 +4,9 @@ between two rounds), as functions returning data plus plain-text renderers the C
 Which caption stands for "round R" in a diff: kind `original` for round 0, otherwise the given kind
 (default `self`); among that round×kind's versions the latest by created_at (so a derived repetition-cut
 version, written after its raw parent, is the one compared — the same rule the interface contract uses).
-Facts gained and lost come from curator.grade.grade_caption on images whose meta holds ground truth.
+On synthetic images (meta holds ground truth) curator.grade.grade_caption grades both texts: recall,
+precision, the ground-truth facts gained and lost (counted per kind — object attributes, relations, the
+word — from the grader's recall counts) and the hallucinated facts that appear or disappear (its strings).
 """
 from __future__ import annotations
 
@@ -173,6 +175,9 @@ def render_show(ic: ImageCaptions) -> str:
 
 # ------------------------------------------------------------------------------------------------ diff
 
+KINDS = ("object", "relation", "word")      # grade_caption's fact kinds
+
+
 @dataclass
 class ImageDiff:
     image_id: str
@@ -183,18 +188,27 @@ class ImageDiff:
     graded: bool = False
     recall_a: float | None = None
     recall_b: float | None = None
-    precision_a: float | None = None
+    precision_a: float | None = None                      # None: the caption states nothing gradeable
     precision_b: float | None = None
-    true_a: int = 0                  # true facts stated (grade_caption's n_true_stated)
-    true_b: int = 0
-    gained: list[str] = field(default_factory=list)   # facts stated in B, not in A (true ones)
-    lost: list[str] = field(default_factory=list)     # true facts stated in A, not in B
-    halluc_gained: list[str] = field(default_factory=list)   # hallucinated in B, not in A
-    halluc_lost: list[str] = field(default_factory=list)     # hallucinated in A, gone in B
+    recalled_a: dict = field(default_factory=dict)        # {kind: ground-truth facts the caption recalls}
+    recalled_b: dict = field(default_factory=dict)
+    halluc_gained: list[str] = field(default_factory=list)   # false facts in B, not in A
+    halluc_lost: list[str] = field(default_factory=list)     # false facts in A, gone in B
 
     @property
     def delta_words(self) -> int:
         return self.words_b - self.words_a
+
+    @property
+    def gained(self) -> dict:
+        """Ground-truth facts recalled in B beyond A, per kind (from the grader's per-kind recall counts)."""
+        return {k: self.recalled_b.get(k, 0) - self.recalled_a.get(k, 0) for k in KINDS
+                if self.recalled_b.get(k, 0) > self.recalled_a.get(k, 0)}
+
+    @property
+    def lost(self) -> dict:
+        return {k: self.recalled_a.get(k, 0) - self.recalled_b.get(k, 0) for k in KINDS
+                if self.recalled_a.get(k, 0) > self.recalled_b.get(k, 0)}
 
 
 @dataclass
@@ -212,20 +226,20 @@ class RoundDiff:
         return [d for d in self.images if d.graded]
 
     def summary(self) -> dict:
-        n = len(self.images)
         g = self.graded
         mean = (lambda xs: sum(xs) / len(xs) if xs else None)
         return {
-            "images": n, "only_a": self.only_a, "only_b": self.only_b,
+            "images": len(self.images), "only_a": self.only_a, "only_b": self.only_b,
             "mean_words_a": mean([d.words_a for d in self.images]),
             "mean_words_b": mean([d.words_b for d in self.images]),
             "mean_delta_words": mean([d.delta_words for d in self.images]),
             "graded": len(g),
             "mean_recall_a": mean([d.recall_a for d in g]), "mean_recall_b": mean([d.recall_b for d in g]),
-            "mean_precision_a": mean([d.precision_a for d in g]),
-            "mean_precision_b": mean([d.precision_b for d in g]),
-            "facts_gained": sum(len(d.gained) for d in g), "facts_lost": sum(len(d.lost) for d in g),
-            "true_delta": sum(d.true_b - d.true_a for d in g),
+            # precision averages over captions that state something (the grader's convention)
+            "mean_precision_a": mean([d.precision_a for d in g if d.precision_a is not None]),
+            "mean_precision_b": mean([d.precision_b for d in g if d.precision_b is not None]),
+            "facts_gained": sum(sum(d.gained.values()) for d in g),
+            "facts_lost": sum(sum(d.lost.values()) for d in g),
             "hallucinations_gained": sum(len(d.halluc_gained) for d in g),
             "hallucinations_lost": sum(len(d.halluc_lost) for d in g),
         }
@@ -258,17 +272,7 @@ def _truths(store, image_ids: list[str]) -> dict[str, dict]:
 
 
 def _fact_str(f) -> str:
-    if isinstance(f, str):
-        return f
-    return json.dumps(f, sort_keys=True, ensure_ascii=False)
-
-
-def _stated_true(res: dict) -> list[str] | None:
-    """The true facts a grade names, if the grader lists them (else only their count is known)."""
-    for key in ("true_facts", "correct", "stated_true", "matched"):
-        if isinstance(res.get(key), list):
-            return [_fact_str(f) for f in res[key]]
-    return None
+    return f if isinstance(f, str) else json.dumps(f, sort_keys=True, ensure_ascii=False)
 
 
 def _words(text: str) -> int:
@@ -300,15 +304,12 @@ def diff(store, round_a: int, round_b: int, kind: str = "self", where: str | Non
             d.graded = True
             d.recall_a, d.recall_b = ga["recall"], gb["recall"]
             d.precision_a, d.precision_b = ga["precision"], gb["precision"]
-            d.true_a, d.true_b = int(ga["n_true_stated"]), int(gb["n_true_stated"])
+            d.recalled_a = {k: int(v["recalled"]) for k, v in ga["by_kind"].items()}
+            d.recalled_b = {k: int(v["recalled"]) for k, v in gb["by_kind"].items()}
             ha = [_fact_str(f) for f in ga["hallucinated"]]
             hb = [_fact_str(f) for f in gb["hallucinated"]]
             d.halluc_gained = [f for f in hb if f not in ha]
             d.halluc_lost = [f for f in ha if f not in hb]
-            ta, tb = _stated_true(ga), _stated_true(gb)
-            if ta is not None and tb is not None:
-                d.gained = [f for f in tb if f not in ta]
-                d.lost = [f for f in ta if f not in tb]
         diffs.append(d)
     return RoundDiff(round_a, round_b, ka, kb, diffs, only_a=len(set(a) - set(b)), only_b=len(set(b) - set(a)))
 
@@ -335,11 +336,11 @@ def render_diff(rd: RoundDiff, limit: int | None = 20) -> str:
         lines.append(f"  + {json.dumps(d.text_b, ensure_ascii=False)}")
         if d.graded:
             lines.append(f"  recall {_f(d.recall_a)} -> {_f(d.recall_b)}  precision {_f(d.precision_a)} -> "
-                         f"{_f(d.precision_b)}  true facts {d.true_a} -> {d.true_b}")
-            for label, facts in (("gained", d.gained), ("lost", d.lost),
-                                 ("hallucination gained", d.halluc_gained), ("hallucination gone", d.halluc_lost)):
-                if facts:
-                    lines.append(f"  {label}: " + "; ".join(facts))
+                         f"{_f(d.precision_b)}  facts gained: {_per_kind(d.gained)}; lost: {_per_kind(d.lost)}")
+            for h in d.halluc_gained:
+                lines.append(f"  + hallucinated: {h}")
+            for h in d.halluc_lost:
+                lines.append(f"  - hallucinated: {h}")
     if len(shown) < len(rd.images):
         lines.append("")
         lines.append(f"... {len(rd.images) - len(shown)} more image(s) (raise --limit to list them)")
@@ -349,8 +350,10 @@ def render_diff(rd: RoundDiff, limit: int | None = 20) -> str:
     if s["graded"]:
         lines.append(f"synthetic ({s['graded']} graded): recall {_f(s['mean_recall_a'])} -> {_f(s['mean_recall_b'])}, "
                      f"precision {_f(s['mean_precision_a'])} -> {_f(s['mean_precision_b'])}, "
-                     f"true facts {s['true_delta']:+d}, hallucinations +{s['hallucinations_gained']} "
-                     f"-{s['hallucinations_lost']}")
-        if any(d.gained or d.lost for d in rd.graded) or s["facts_gained"] or s["facts_lost"]:
-            lines.append(f"facts gained {s['facts_gained']}, lost {s['facts_lost']}")
+                     f"facts gained {s['facts_gained']}, lost {s['facts_lost']}, "
+                     f"hallucinations gained {s['hallucinations_gained']}, gone {s['hallucinations_lost']}")
     return "\n".join(lines)
+
+
+def _per_kind(d: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in d.items()) if d else "none"

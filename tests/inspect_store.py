@@ -6,7 +6,7 @@ import io
 import json
 from datetime import datetime, timedelta, timezone
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from curator.schema import caption_key, config_hash, image_key, verdict_key
 from curator.store import Store
@@ -18,9 +18,35 @@ SPATIAL = "5a" * 32
 SAMPLING = json.dumps({"do_sample": False, "max_new_tokens": 64, "seed": 0}, sort_keys=True)
 
 
+RGB = {"red": (220, 30, 30), "blue": (30, 70, 220), "green": (30, 160, 50)}
+CELL = {"top left": (0, 0), "center": (1, 1), "bottom right": (2, 2)}
+
+# Hand-written ground truth (the grader's format: shape, color, size, position per object).
+TRUTH_A = {"objects": [{"shape": "square", "color": "red", "size": "large", "position": "center"}],
+           "word": None, "word_position": None, "width": 48, "height": 48}
+TRUTH_B = {"objects": [{"shape": "square", "color": "blue", "size": "small", "position": "top left"},
+                       {"shape": "circle", "color": "green", "size": "large", "position": "bottom right"}],
+           "word": None, "word_position": None, "width": 48, "height": 48}
+
+
 def png(color, size=48) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (size, size), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def scene_png(truth: dict, size: int = 48) -> bytes:
+    """A picture of the truth: each object drawn in its 3×3 cell (large fills the cell, small half of it)."""
+    im = Image.new("RGB", (size, size), (245, 245, 245))
+    d = ImageDraw.Draw(im)
+    c = size // 3
+    for o in truth["objects"]:
+        r, k = CELL[o["position"]]
+        m = 2 if o["size"] == "large" else c // 4
+        box = (k * c + m, r * c + m, (k + 1) * c - m, (r + 1) * c - m)
+        (d.ellipse if o["shape"] == "circle" else d.rectangle)(box, fill=RGB[o["color"]])
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -43,13 +69,13 @@ def _verdict(caption_id, flt, keep, score, reason, minutes, cfg):
             "run_id": f"filter-{minutes}", "created_at": T0 + timedelta(minutes=minutes)}
 
 
-def build_store(path, images=None) -> tuple[Store, dict]:
+def build_store(path) -> tuple[Store, dict]:
     """Returns the store and {"A": image_id, "B": ..., "C": ..., "captions": {name: caption_id}}.
 
-    images: optional [(png_bytes, meta_dict, source)] for A, B (e.g. synthetic ones with ground truth)."""
+    A and B are synthetic (ground truth in meta), C a plain folder image without truth."""
     st = Store(str(path), create=True)
-    imgs = images or [(png((220, 30, 30)), {}, "folder"), (png((30, 70, 220)), {}, "folder")]
-    imgs = list(imgs) + [(png((30, 160, 50)), {}, "folder")]
+    imgs = [(scene_png(TRUTH_A), TRUTH_A, "synthetic"), (scene_png(TRUTH_B), TRUTH_B, "synthetic"),
+            (png(RGB["green"]), {}, "folder")]
     rows, ids = [], {}
     for name, (data, meta, source) in zip("ABC", imgs):
         iid = image_key(data)
@@ -69,7 +95,7 @@ def build_store(path, images=None) -> tuple[Store, dict]:
         "A2sp": _cap(A, 2, "spatial", "the red square is at the center.", 31, SPATIAL, "spatial-1"),
         "B0": _cap(B, 0, "original", "blue", 0),
         "B1": _cap(B, 1, "self", "a blue square on a white background.", 11, CKPT1, "long-1"),
-        "B2": _cap(B, 2, "self", "a blue square.", 32, CKPT2, "long-1"),
+        "B2": _cap(B, 2, "self", "a small blue square at the top left and a red circle.", 32, CKPT2, "long-1"),
         "C0": _cap(C, 0, "original", "green", 0),
         "C1": _cap(C, 1, "self", "a green square with a green square next to a green square.", 12, CKPT1, "long-2"),
     }
