@@ -172,7 +172,7 @@ def parse_caption(text: str) -> Parsed:
         last = None            # last entity (Mention or WordMention) in this sentence
         last_obj = None        # raw index of the last object mention
         subject = None         # raw index of the relation subject
-        pending_rel = None
+        pending_rels: list[str] = []  # "left of and above the square" → two relations
         pending_pos = None     # "at the top left, there is a red circle"
         adjs: list[str] = []
         i = 0
@@ -197,9 +197,9 @@ def parse_caption(text: str) -> Parsed:
                     m.position, pending_pos = pending_pos, None
                 raw.append(m)
                 idx = len(raw) - 1
-                if pending_rel is not None and subject is not None:
-                    rel_raw.append((subject, pending_rel, idx))
-                    pending_rel = None
+                if pending_rels and subject is not None:
+                    rel_raw.extend((subject, rel, idx) for rel in pending_rels)
+                    pending_rels = []
                 else:
                     subject = idx
                 last, last_obj = m, idx
@@ -241,7 +241,7 @@ def parse_caption(text: str) -> Parsed:
                     rel, i = got
                     if last_obj is not None:
                         subject = subject if subject is not None else last_obj
-                        pending_rel = rel
+                        pending_rels.append(rel)
                     continue
             i += 1
         if adjs and isinstance(last, Mention) and raw and last is raw[-1]:
@@ -297,10 +297,10 @@ def truth_from_meta(meta) -> dict:
     if "objects" not in meta:
         raise InputError("ground truth has no 'objects'", f"got keys {sorted(meta)}",
                          "pass a synthetic image's meta or an eval item")
-    for o in meta["objects"]:
-        if "cell" not in o:  # allow hand-written truth with positions only
-            r, c = _cell_of(o["position"])
-            o["cell"] = [r, c]
+    if all("cell" in o for o in meta["objects"]):
+        return meta
+    meta = dict(meta)  # hand-written truth with positions only: derive cells, never mutate the caller's dict
+    meta["objects"] = [dict(o, cell=list(_cell_of(o["position"]))) if "cell" not in o else o for o in meta["objects"]]
     return meta
 
 
@@ -561,9 +561,10 @@ def grade_eval(predictions: dict, eval_items: list) -> dict:
         raise InputError("predictions must be a dict", f"got {type(predictions).__name__}",
                          'pass {"captions": {...}, "vqa": {...}, "grounding": {...}}')
     metrics = {"n_eval": len(eval_items)}
-    if predictions.get("captions") is not None:
+    # an absent or empty part means "not asked" (predict() leaves grounding {} without a grounding prompt)
+    if predictions.get("captions"):
         metrics.update(grade_captions(predictions["captions"], eval_items))
-    if predictions.get("vqa") is not None:
+    if predictions.get("vqa"):
         per_skill: dict[str, list] = {}
         for it in eval_items:
             answers = predictions["vqa"].get(it["id"], [])
@@ -575,7 +576,7 @@ def grade_eval(predictions: dict, eval_items: list) -> dict:
         for s, vs in sorted(per_skill.items()):
             metrics[f"vqa_acc_{s}"] = _mean(vs)
             metrics[f"vqa_n_{s}"] = len(vs)
-    if predictions.get("grounding") is not None:
+    if predictions.get("grounding"):
         metrics["grounding_iou"] = _mean(grade_grounding(predictions["grounding"].get(it["id"], ""), it)
                                          for it in eval_items)
     return metrics

@@ -168,7 +168,7 @@ def test_grade_eval_aggregates_exact_numbers():
 
 def test_missing_predictions_count_as_wrong():
     a = dict(truth(), id="a", vqa=[{"question": "q", "answer": "red", "skill": "color"}])
-    m = grade_eval({"vqa": {}}, [a])
+    m = grade_eval({"vqa": {"other-id": ["red"]}}, [a])
     assert m["vqa_acc_color"] == 0.0 and "caption_precision" not in m
 
 

@@ -130,7 +130,9 @@ def test_descriptions_are_true_complete_and_compact():
         r = grade_caption(describe(meta, "detailed"), meta)
         assert (r["precision"], r["recall"]) == (1.0, 1.0), describe(meta)
         rs = grade_caption(describe(meta, "spatial"), meta)
-        assert (rs["precision"], rs["recall"]) == (1.0, 1.0)
+        assert rs["precision"] == 1.0 and rs["by_kind"]["object"]["recalled"] == 4 * len(meta["objects"])
+        # "is left of and above" states both relations: every true relation is stated
+        assert rs["by_kind"]["relation"]["stated"] == len(meta["relations"])
         assert grade_grounding(describe(meta, "grounded"), meta) == 1.0
         longest = max(longest, r["length_words"])
     assert longest <= 100
@@ -143,7 +145,7 @@ def test_describe_exact_text():
         "the top right. a large brown diamond at the center. the triangle is left of the pink circle. the triangle "
         "is left of the green circle. the triangle is left of the diamond. the pink circle is left of the green "
         "circle. the pink circle is above the diamond. the green circle is right of the diamond.")
-    assert describe(meta, "grounded").startswith("a small yellow triangle [172,109,297,234] at the top left.")
+    assert describe(meta, "grounded").startswith("a small yellow triangle [172,109,297,234]. a large pink circle [")
     assert describe(meta, "ocr") == "there is no text in the image."
 
 
