@@ -35,6 +35,8 @@ KEYS = {
 # Timestamp columns the store fills with "now" when a row leaves them empty.
 _NOW_COLUMNS = {"images": "ingested_at", "runs": "started_at"}
 
+_PROBE_MAX = 20_000   # batches up to this size are probed for existing keys before merging
+
 _HEX_ID = re.compile(r"^[0-9a-f]{8,64}$")
 
 
@@ -161,7 +163,7 @@ class Store:
         return tbl.take(pc.sort_indices(idx))
 
     def _record(self, run_id: str | None, table: str, version: int) -> None:
-        if run_id:
+        if run_id and table != "runs":   # a run's own bookkeeping row is not part of what it wrote
             self._written.setdefault(run_id, {})[table] = version
 
     def _insert_new(self, table: str, rows, run_id: str | None = None) -> int:
@@ -180,6 +182,12 @@ class Store:
             self._record(run_id, table, ds.version)
             return tbl.num_rows
         tbl = self._dedup(tbl, key)
+        if tbl.num_rows <= _PROBE_MAX:
+            # Probe first so a rerun of finished work makes no (empty) commit at all: an IN-list filter on
+            # the key costs ~0.16 s for 512 keys against 4M rows, about what the merge itself would.
+            tbl = self._only_new(ds, tbl, key)
+            if tbl.num_rows == 0:
+                return 0
         # Insert-only merge: Lance hash-joins on the key column (measured: 0.25 s for 100k keys against
         # 1M rows, 0.5 s against 4M on 2 cores) and retries the commit if another writer got there first.
         res = ds.merge_insert(key).when_not_matched_insert_all().execute(tbl)
@@ -187,6 +195,19 @@ class Store:
         if added:
             self._record(run_id, table, self._open(table).version)
         return added
+
+    @staticmethod
+    def _only_new(ds, tbl: pa.Table, key: str) -> pa.Table:
+        import pyarrow.compute as pc
+
+        keys = tbl.column(key).to_pylist()
+        found: list[str] = []
+        for s in range(0, len(keys), 1000):
+            lit = ",".join("'" + k.replace("'", "''") + "'" for k in keys[s:s + 1000])
+            found += ds.to_table(columns=[key], filter=f"{key} IN ({lit})").column(key).to_pylist()
+        if not found:
+            return tbl
+        return tbl.filter(pc.invert(pc.is_in(tbl.column(key), value_set=pa.array(found, pa.string()))))
 
     def _upsert(self, table: str, rows) -> None:
         tbl = self._dedup(self._to_table(table, rows), KEYS[table])
