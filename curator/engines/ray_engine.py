@@ -1,0 +1,154 @@
+"""Ray Data engine: the same work items, spread over a Ray cluster (an existing one via `address`, else a
+local one). Workers write through the same Store API, one commit per batch, so a lost worker loses at most
+its uncommitted batch and a rerun skips what landed — exactly as the local engines do.
+
+  CPU nodes: map_batches with an actor pool of CaptionWorker (the transformers engine, loaded once per actor).
+  GPU nodes (device="cuda"): ray.data.llm's vLLM processor; images are loaded and resized in a CPU stage
+  before it, and a writer stage commits the rows.
+Greedy decoding on CPU gives captions identical to the transformers engine (same Generator, same batches).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import asdict
+
+from curator.errors import require
+
+
+def _items(batch) -> list:
+    from curator.recaption import WorkItem
+
+    cols = ("image_id", "prompt_id", "prompt", "caption_id")
+    return [WorkItem(*(str(batch[c][i]) for c in cols)) for i in range(len(batch["caption_id"]))]
+
+
+class CaptionWorker:
+    """One Ray actor: opens the store and the model once, then captions and commits batch after batch."""
+
+    def __init__(self, job, threads: int = 1):
+        import torch
+
+        from curator.recaption import make_engine
+        from curator.store import Store
+
+        torch.set_num_threads(max(1, threads))
+        self.job = job
+        self.store = Store(job.store_uri, storage_options=job.storage_options)
+        self.engine = make_engine("transformers", job.model, job.device)
+
+    def __call__(self, batch):
+        from curator.recaption import generate_and_write, load_batch
+
+        items, images, fails = load_batch(self.store, self.job, _items(batch))
+        c = generate_and_write(self.store, self.engine, self.job, items, images, fails)
+        return {"added": [c["added"]], "failed": [c["failed"]]}
+
+
+class ImageLoader:
+    """CPU stage of the GPU path: decode + resize before the engine, shipped as PNG bytes."""
+
+    def __init__(self, job):
+        from curator.store import Store
+
+        self.job = job
+        self.store = Store(job.store_uri, storage_options=job.storage_options)
+
+    def __call__(self, batch):
+        from curator.recaption import load_batch
+
+        items, images, fails = load_batch(self.store, self.job, _items(batch))
+        if fails:
+            self.store.add_failures(fails, run_id=self.job.run_id)
+        out = {k: [] for k in ("image_id", "prompt_id", "prompt", "caption_id", "png")}
+        for it, im in zip(items, images):
+            buf = io.BytesIO()
+            im.save(buf, "PNG")
+            for k, v in asdict(it).items():
+                out[k].append(v)
+            out["png"].append(buf.getvalue())
+        return out
+
+
+class CaptionWriter:
+    """Last stage of the GPU path: one commit per batch of generated rows."""
+
+    def __init__(self, job):
+        from curator.store import Store
+
+        self.job = job
+        self.store = Store(job.store_uri, storage_options=job.storage_options)
+
+    def __call__(self, batch):
+        from curator.recaption import caption_rows
+        from vila2_model.generate import GenOut
+
+        items = _items(batch)
+        outs = [GenOut(str(t), str(f), int(n)) for t, f, n in
+                zip(batch["text"], batch["finish_reason"], batch["n_tokens"])]
+        added = self.store.add_captions(caption_rows(self.job, items, outs), run_id=self.job.run_id)
+        return {"added": [added], "failed": [0]}
+
+
+def run_ray(job, todo: list, address: str | None = None, num_workers: int = 1, progress: bool = True) -> dict:
+    ray = require("ray", "distributed", "the ray engine")
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            # A local cluster sized to this machine's share; tests and laptops use this path.
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        started = True
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = progress
+        ds = ray.data.from_items([asdict(it) for it in todo], override_num_blocks=max(1, len(todo) // job.batch_size))
+        if job.device.startswith("cuda"):
+            out = _vllm_pipeline(ray, ds, job, num_workers)
+        else:
+            cpus = ray.available_resources().get("CPU", 1)
+            per_actor = max(1, int(cpus // max(1, num_workers)))
+            out = ds.map_batches(CaptionWorker, fn_constructor_kwargs={"job": job, "threads": per_actor},
+                                 batch_size=job.batch_size, concurrency=num_workers, num_cpus=per_actor)
+        added = failed = 0
+        for b in out.iter_batches(batch_size=None):
+            added += int(sum(b["added"]))
+            failed += int(sum(b["failed"]))
+        return {"added": added, "failed": failed}
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _vllm_pipeline(ray, ds, job, num_workers: int):
+    """GPU nodes: load/resize (CPU actors) → ray.data.llm vLLM processor → commit (CPU actors)."""
+    llm = require("ray.data.llm", "distributed", "the ray engine on GPU nodes")
+    require("vllm", "gpu", "the ray engine on GPU nodes")
+    s = job.sampling
+    cfg = llm.vLLMEngineProcessorConfig(
+        model_source=job.model, batch_size=job.batch_size, concurrency=num_workers,
+        engine_kwargs={"limit_mm_per_prompt": {"image": 1}, "max_model_len": 4096},
+        prepare_multimodal_stage={"enabled": True}, chat_template_stage=True, tokenize_stage=True,
+        detokenize_stage=True)
+
+    def pre(row):
+        from PIL import Image
+
+        im = Image.open(io.BytesIO(row["png"])).convert("RGB")
+        return dict(row, messages=[{"role": "user", "content": [{"type": "image", "image": im},
+                                                                {"type": "text", "text": row["prompt"]}]}],
+                    sampling_params=dict(max_tokens=s["max_new_tokens"], seed=s["seed"],
+                                         temperature=s["temperature"] if s["do_sample"] else 0.0,
+                                         top_p=s["top_p"] if s["do_sample"] else 1.0))
+
+    def post(row):
+        n = len(row.get("generated_tokens") or [])
+        return {k: row[k] for k in ("image_id", "prompt_id", "prompt", "caption_id")} | {
+            "text": str(row["generated_text"]).strip(), "n_tokens": n,
+            "finish_reason": "length" if n >= s["max_new_tokens"] else "eos"}
+
+    processor = llm.build_processor(cfg, preprocess=pre, postprocess=post)
+    loaded = ds.map_batches(ImageLoader, fn_constructor_kwargs={"job": job}, batch_size=job.batch_size,
+                            concurrency=max(1, num_workers))
+    return processor(loaded).map_batches(CaptionWriter, fn_constructor_kwargs={"job": job},
+                                         batch_size=job.batch_size, concurrency=1)

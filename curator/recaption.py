@@ -1,0 +1,323 @@
+"""Recaption a round's pretraining images with a checkpoint: exactly-once, batch by batch.
+
+Exactly-once comes from the keys, not from bookkeeping: every (image, round, kind, captioner, prompt draw)
+has one deterministic caption_id, the prompt draw is a hash of (seed, image_id), and each batch is ONE
+commit of insert-only rows. A run killed mid-way loses at most the batch it had not committed; the rerun
+selects the same images, finds their caption_ids present, skips them (and says how many), and does the rest.
+Two processes on disjoint shards (`shard=(i, n)`, a hash of image_id) write disjoint keys; the store's
+insert-only merge retries a commit that lost a race, so both land.
+
+Images are decoded and resized to the model's input size here, before the engine, in a prefetch thread
+that overlaps the next batch's decode with the current batch's generation (decode/resize is often the
+bottleneck, not the model). Load or generate failures go to the `failures` table with the reason; those
+images have no caption, so the next run selects them again (retried, never silently skipped).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from curator import schema
+from curator.errors import InputError
+from curator.prompts import load_prompts
+
+ENGINES = ("transformers", "vllm", "ray")
+
+
+@dataclass
+class Sampling:
+    max_new_tokens: int = 128   # captions longer than this end with finish_reason='length' (truncation filter)
+    do_sample: bool = False     # greedy by default: reproducible, and engines agree on CPU
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0               # sampling seed AND the prompt-draw seed (which long prompt an image gets)
+
+
+@dataclass
+class WorkItem:
+    image_id: str
+    prompt_id: str
+    prompt: str
+    caption_id: str
+
+
+@dataclass
+class Job:
+    """Everything a worker needs to turn WorkItems into caption rows (plain data: Ray ships it to actors)."""
+    store_uri: str
+    storage_options: dict | None
+    model: str
+    captioner: str
+    round: int
+    kind: str
+    sampling: dict
+    run_id: str
+    batch_size: int
+    image_size: tuple[int, int] | None   # (width, height) to resize to before the engine; None = as stored
+    max_pixels: int | None = None        # for dynamic-resolution models (Qwen2-VL): cap width*height
+    device: str = "cpu"
+    counts: dict = field(default_factory=dict)
+
+
+def shard_of(image_id: str, n: int) -> int:
+    """Stable shard of an image: a hash of its id, so shards do not depend on order or on the selection."""
+    return int(hashlib.sha256(image_id.encode()).hexdigest()[:15], 16) % n
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return (0, 1)
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise InputError(f"bad --shard {text!r}", "expected i/n with integers", "e.g. --shard 0/2") from None
+    if n < 1 or not 0 <= i < n:
+        raise InputError(f"bad --shard {text!r}", f"need 0 <= i < n, got i={i}, n={n}", "e.g. --shard 1/2")
+    return (i, n)
+
+
+def model_input_size(ckpt: str) -> tuple[tuple[int, int] | None, int | None]:
+    """(width, height) the checkpoint's image processor resizes to, or (None, max_pixels) for dynamic-resolution
+    processors — read from preprocessor_config.json so images are resized once, before the engine."""
+    p = Path(ckpt) / "preprocessor_config.json"
+    if not p.is_file():
+        p = Path(ckpt) / "processor_config.json"
+    if not p.is_file():
+        return None, None
+    cfg = json.loads(p.read_text())
+    cfg = cfg.get("image_processor", cfg)
+    size = cfg.get("size") or {}
+    if isinstance(size, int):
+        return (size, size), None
+    if "max_pixels" in cfg or "longest_edge" in size and "shortest_edge" in size and size.get("longest_edge", 0) > 10000:
+        # Qwen2-VL style: size is in pixels (min/max area), the model takes any multiple of its patch grid.
+        return None, int(cfg.get("max_pixels") or size.get("longest_edge"))
+    if "height" in size and "width" in size:
+        return (int(size["width"]), int(size["height"])), None
+    if "shortest_edge" in size:
+        crop = cfg.get("crop_size") or {}
+        if "height" in crop:
+            return (int(crop["width"]), int(crop["height"])), None
+        return (int(size["shortest_edge"]), int(size["shortest_edge"])), None
+    return None, None
+
+
+def decode_resize(data: bytes, image_size, max_pixels):
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    im = im.convert("RGB") if im.mode != "RGB" else im
+    if image_size and im.size != tuple(image_size):
+        im = im.resize(tuple(image_size), Image.BICUBIC)
+    elif max_pixels and im.width * im.height > max_pixels:
+        s = (max_pixels / (im.width * im.height)) ** 0.5
+        im = im.resize((max(28, int(im.width * s)), max(28, int(im.height * s))), Image.BICUBIC)
+    return im
+
+
+def _now():
+    return datetime.now(timezone.utc)
+
+
+def load_batch(store, job: Job, items: list[WorkItem]):
+    """Decode + resize a batch. Returns (ok items, images, failure rows)."""
+    fails, ok, images = [], [], []
+    try:
+        data = store.image_bytes([it.image_id for it in items])
+    except Exception as e:  # a missing/unreadable row: fall back to one at a time to find the bad ones
+        data = {}
+        for it in items:
+            try:
+                data.update(store.image_bytes([it.image_id]))
+            except Exception as e1:   # noqa: PERF203 — rare path
+                fails.append(_failure(job, it, "load", e1))
+    for it in items:
+        if it.image_id not in data:
+            continue
+        try:
+            images.append(decode_resize(data[it.image_id], job.image_size, job.max_pixels))
+            ok.append(it)
+        except Exception as e:  # corrupt bytes, unknown format: recorded with the reason, retried next run
+            fails.append(_failure(job, it, "load", e))
+    return ok, images, fails
+
+
+def _failure(job: Job, it: WorkItem, stage: str, e: BaseException) -> dict:
+    reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
+    return {"run_id": job.run_id, "image_id": it.image_id, "round": job.round, "kind": job.kind,
+            "stage": stage, "reason": reason, "created_at": _now()}
+
+
+def caption_rows(job: Job, items: list[WorkItem], outs) -> list[dict]:
+    sampling = json.dumps(job.sampling, sort_keys=True)
+    now = _now()
+    return [{"caption_id": it.caption_id, "image_id": it.image_id, "round": job.round, "kind": job.kind,
+             "text": o.text, "captioner": job.captioner, "prompt_id": it.prompt_id, "prompt": it.prompt,
+             "sampling": sampling, "sample_idx": 0, "finish_reason": o.finish_reason, "n_tokens": int(o.n_tokens),
+             "parent_caption_id": "", "transform": "", "run_id": job.run_id, "created_at": now}
+            for it, o in zip(items, outs)]
+
+
+def generate_and_write(store, engine, job: Job, items, images, fails) -> dict:
+    """Generate one loaded batch and commit it (captions: one commit; failures: one commit)."""
+    added = 0
+    if items:
+        try:
+            outs = engine.generate(images, [it.prompt for it in items], job.sampling, job.batch_size)
+        except Exception as e:  # the whole batch failed in the engine (e.g. OOM): record each image, go on
+            fails = fails + [_failure(job, it, "generate", e) for it in items]
+            outs = None
+        if outs is not None:
+            added = store.add_captions(caption_rows(job, items, outs), run_id=job.run_id)
+    if fails:
+        store.add_failures(fails, run_id=job.run_id)
+    return {"added": added, "failed": len(fails)}
+
+
+def select_work(store, round: int, model_hash: str, prompts: str, kind: str, where: str | None,
+                limit: int | None, shard: tuple[int, int], seed: int, prompts_file=None):
+    """(work items to do, skipped count, selected count). Deterministic for the same arguments."""
+    book = load_prompts(prompts_file)
+    book.prompt_set(prompts)   # fail early on an unknown set
+    cond = where or "split = 'train'"
+    try:
+        ids = store.sql(f"SELECT image_id FROM images WHERE {cond} ORDER BY image_id").column("image_id").to_pylist()
+    except InputError as e:
+        raise InputError(f"--where {cond!r} failed", e.why,
+                         "it is a SQL condition over the images table, e.g. \"split = 'train' AND source = 'folder'\"; "
+                         "reach captions with EXISTS (SELECT 1 FROM captions c WHERE c.image_id = images.image_id …)") from None
+    i, n = shard
+    if n > 1:
+        ids = [x for x in ids if shard_of(x, n) == i]
+    if limit is not None:
+        ids = ids[:limit]
+    items = []
+    for image_id in ids:
+        p = book.draw(prompts, image_id, seed)
+        items.append(WorkItem(image_id, p.id, p.text, schema.caption_key(image_id, round, kind, model_hash, p.id, 0)))
+    con = store.connect()
+    try:
+        done = set(r[0] for r in con.sql(
+            "SELECT caption_id FROM captions WHERE round = $r AND kind = $k AND captioner = $c AND transform = ''",
+            params={"r": int(round), "k": kind, "c": model_hash}).fetchall())
+        failed_before = set(r[0] for r in con.sql(
+            "SELECT DISTINCT image_id FROM failures WHERE round = $r AND kind = $k",
+            params={"r": int(round), "k": kind}).fetchall())
+    finally:
+        con.close()
+    todo = [it for it in items if it.caption_id not in done]
+    retried = sum(1 for it in todo if it.image_id in failed_before)
+    return todo, len(items) - len(todo), len(items), retried
+
+
+def make_engine(engine: str, model: str, device: str, **kw):
+    """Dispatch on the engine literal (ray is a driver around these, see engines/ray_engine.py)."""
+    if engine == "transformers":
+        from curator.engines.transformers_engine import TransformersEngine
+
+        return TransformersEngine(model, device=device, dtype=kw.get("dtype"))
+    if engine == "vllm":
+        from curator.engines.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model, **{k: v for k, v in kw.items() if k in VLLM_KEYS})
+    raise InputError(f"unsupported engine {engine!r}", f"choose one of {', '.join(ENGINES)}", "e.g. --engine transformers")
+
+
+VLLM_KEYS = ("dtype", "gpu_memory_utilization", "tensor_parallel_size", "max_model_len")
+
+
+def recaption(store, round: int, model: str, prompts: str = "vila2", kind: str = "self",
+              engine: str = "transformers", where: str | None = None, limit: int | None = None,
+              shard: tuple[int, int] = (0, 1), batch_size: int = 32, max_new_tokens: int = 128,
+              do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+              device: str = "cpu", image_size: int | None = None, prompts_file: str | None = None,
+              address: str | None = None, num_workers: int = 1, dtype: str | None = None,
+              progress: bool = True, on_batch=None) -> dict:
+    """Append round `round` captions of kind `kind` written by checkpoint `model`. Returns counts:
+    selected, skipped (already captioned), added, failed, retried (failed before, tried again), images_per_s."""
+    from vila2_model.checkpoint import content_hash
+    from vila2_model.errors import ModelError
+
+    if engine not in ENGINES:
+        raise InputError(f"unsupported engine {engine!r}", f"choose one of {', '.join(ENGINES)}", "e.g. --engine transformers")
+    if round < 1:
+        raise InputError(f"--round {round} cannot be recaptioned", "round 0 holds the original captions",
+                         "recaption round 1 or later")
+    if batch_size < 1:
+        raise InputError(f"--batch-size {batch_size} must be ≥ 1", "", "e.g. --batch-size 32")
+    try:
+        captioner = content_hash(model)
+    except ModelError as e:
+        raise InputError(e.what, e.why, e.fix) from None
+    sampling = asdict(Sampling(max_new_tokens, do_sample, temperature, top_p, seed))
+    todo, skipped, selected, retried = select_work(store, round, captioner, prompts, kind, where, limit, shard,
+                                                   seed, prompts_file)
+    size, max_pixels = model_input_size(model)
+    if image_size:
+        size, max_pixels = (image_size, image_size), None
+    config = {"model": str(model), "captioner": captioner, "prompts": prompts, "kind": kind, "engine": engine,
+              "where": where, "limit": limit, "shard": list(shard), "batch_size": batch_size,
+              "sampling": sampling, "image_size": size, "device": device, "address": address}
+    run_id = store.start_run("recaption", round, config)
+    job = Job(store.uri, store.storage_options, str(model), captioner, round, kind, sampling, run_id, batch_size,
+              size, max_pixels, device)
+    counts = {"selected": selected, "skipped": skipped, "todo": len(todo), "added": 0, "failed": 0,
+              "retried": retried, "run_id": run_id, "captioner": captioner}
+    t0 = time.perf_counter()
+    try:
+        if todo and engine == "ray":
+            from curator.engines.ray_engine import run_ray
+
+            c = run_ray(job, todo, address=address, num_workers=num_workers, progress=progress)
+            counts["added"] += c["added"]
+            counts["failed"] += c["failed"]
+        elif todo:
+            eng = make_engine(engine, model, device, dtype=dtype)
+            _run_local(store, eng, job, todo, counts, progress, on_batch)
+    except BaseException as e:
+        counts["seconds"] = float(f"{time.perf_counter() - t0:.3f}")
+        store.finish_run(run_id, "failed", counts, error=(str(e).splitlines() or [type(e).__name__])[0])
+        raise
+    counts["seconds"] = float(f"{time.perf_counter() - t0:.3f}")
+    counts["images_per_s"] = float(f"{counts['added'] / counts['seconds']:.2f}") if counts["seconds"] > 0 else 0.0
+    store.finish_run(run_id, "ok", counts)
+    return counts
+
+
+def _run_local(store, eng, job: Job, todo: list[WorkItem], counts: dict, progress: bool, on_batch) -> None:
+    from tqdm.auto import tqdm
+
+    batches = [todo[k:k + job.batch_size] for k in range(0, len(todo), job.batch_size)]
+    bar = tqdm(total=len(todo), desc=f"recaption round {job.round}", unit="img", disable=not progress)
+    # Prefetch: decode/resize batch k+1 in a thread while batch k generates (torch releases the GIL).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        fut = pool.submit(load_batch, store, job, batches[0])
+        for k in range(len(batches)):
+            items, images, fails = fut.result()
+            if k + 1 < len(batches):
+                fut = pool.submit(load_batch, store, job, batches[k + 1])
+            c = generate_and_write(store, eng, job, items, images, fails)
+            counts["added"] += c["added"]
+            counts["failed"] += c["failed"]
+            bar.update(len(batches[k]))
+            if on_batch:
+                on_batch(k, c)
+    bar.close()
+
+
+def format_summary(counts: dict) -> str:
+    lines = [f"run {counts['run_id']}  captioner {counts['captioner'][:12]}",
+             f"  selected {counts['selected']}  already captioned (skipped) {counts['skipped']}  to do {counts['todo']}",
+             f"  added {counts['added']}  failed {counts['failed']} (recorded in `failures`, retried next run)"]
+    if counts.get("retried"):
+        lines.append(f"  retried {counts['retried']} image(s) that failed in an earlier run")
+    if "seconds" in counts:
+        lines.append(f"  {counts['seconds']:.1f} s, {counts.get('images_per_s', 0):.2f} images/s")
+    return "\n".join(lines)
