@@ -1,0 +1,190 @@
+"""The self-augment loop (VILA² §1): round 0 trains on the original captions; round k recaptions the
+pretraining images with round k−1's SFT model, filters, builds, retrains from scratch, evaluates, tags.
+
+This module holds order and resume only (pipelines/steps.py); every step is one call into curator or
+vila2_model, recorded as a run, so the lineage captions ← checkpoint ← build ← captions is in the store.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from curator.errors import InputError
+from pipelines.steps import StepRunner
+
+
+@dataclass
+class TrainArgs:
+    """Training recipe shared by every round (same hyperparameters each round — only the captions change)."""
+    preset: str = "tiny"             # vila2_model preset (or a local HF checkpoint via init_from in a recipe)
+    epochs_align: float = 0.25       # stage 1: projector only
+    epochs_pretrain: float = 2.0     # stage 2: projector + LLM on the round's build
+    epochs_sft: float = 6.0          # stage 3: all parameters on the SFT set
+    batch_size: int = 32
+    max_steps: int | None = None     # per stage; toy runs in tests
+    device: str = "cpu"
+
+
+@dataclass
+class RecaptionArgs:
+    """How the previous round's SFT model recaptions the pretraining pool."""
+    prompts: str = "vila2"           # the three long prompts, one drawn per image (seeded)
+    engine: str = "transformers"     # transformers | vllm | ray
+    batch_size: int = 64
+    max_new_tokens: int = 96
+    limit: int | None = None         # recaption only the first N selected images (smoke runs)
+
+
+@dataclass
+class LoopConfig:
+    """`curator run self-augment` — each field is a CLI flag."""
+    rounds: int = 3                  # self-augment rounds after round 0
+    policy: str = "concat"           # build policy for rounds ≥ 1 (original | recaption | concat)
+    format: str = "parquet"          # build format the trainer reads
+    filters: tuple = ("repetition", "ngram", "length", "truncation", "charset", "template")
+    min_gain: float | None = 0.005   # stop early when a round improves the metric by less than this
+    metric: str = "caption_p_x_r"    # eval metric that decides saturation
+    seed: int = 0
+    eval_limit: int | None = None    # grade only the first N eval items (smoke runs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+    recaption: RecaptionArgs = field(default_factory=RecaptionArgs)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["filters"] = list(self.filters)
+        return d
+
+
+POLICIES = ("original", "recaption", "concat")
+
+
+def _check(cfg: LoopConfig, sft_data: str, eval_json: str) -> None:
+    if cfg.policy not in POLICIES:
+        raise InputError(f"unsupported policy {cfg.policy!r} for self-augment", f"choose one of {', '.join(POLICIES)}",
+                         "e.g. --policy concat")
+    if cfg.rounds < 0:
+        raise InputError(f"--rounds {cfg.rounds} is negative", "rounds count the self-augment rounds after round 0",
+                         "e.g. --rounds 3")
+    for what, p in (("SFT set", sft_data), ("eval set", eval_json)):
+        if not Path(p).exists():
+            raise InputError(f"{what} {p} not found", "the loop trains stage 3 on the SFT set and grades on the eval set",
+                             "generate them with `curator world --out DIR` or pass --sft/--eval")
+
+
+def train_and_register(store, work: Path, name: str, build_dir: str, build_id: str, sft_data: str,
+                       cfg: LoopConfig, round: int, parent: str | None, extra_tokenizer_texts=None) -> dict:
+    """Stages 1–3 from scratch on `build_dir`, then register every stage's checkpoint in `models`."""
+    from vila2_model.checkpoint import content_hash
+    from vila2_model.train import train_vlm
+
+    t = cfg.train
+    run_id = store.start_run("train", round, {"build_id": build_id, "sft": str(sft_data), "recipe": asdict(t),
+                                              "seed": cfg.seed})
+    try:
+        paths = train_vlm(work / "models" / name, build_dir, sft_data, preset=t.preset, seed=cfg.seed,
+                          epochs_align=t.epochs_align, epochs_pretrain=t.epochs_pretrain, epochs_sft=t.epochs_sft,
+                          batch_size=t.batch_size, max_steps=t.max_steps, device=t.device, progress=False,
+                          tokenizer_texts=extra_tokenizer_texts)
+    except BaseException as e:
+        store.finish_run(run_id, "failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise
+    prev = parent
+    ids = {}
+    for stage in ("align", "pretrain", "sft"):
+        if stage not in paths:
+            continue
+        mid = content_hash(paths[stage])
+        store.register_model({"model_id": mid, "round": round, "role": "generalist", "stage": stage,
+                              "path": str(Path(paths[stage]).resolve()), "preset": t.preset,
+                              "trained_on": build_id if stage != "sft" else str(sft_data),
+                              "parent_model_id": prev or "", "metrics": "{}", "run_id": run_id})
+        ids[stage] = mid
+        prev = mid
+    store.finish_run(run_id, "ok", {"models": ids})
+    return {"models": ids, "paths": {k: str(Path(v).resolve()) for k, v in paths.items()}}
+
+
+def evaluate_and_record(store, model_id: str, ckpt: str, eval_json: str, cfg: LoopConfig, round: int,
+                        out_json: Path) -> dict:
+    """Generate on the held-out set (vila2_model), grade (curator.grade), store metrics on the model row."""
+    from curator.grade import grade_eval
+    from vila2_model.evaluate import predict
+
+    run_id = store.start_run("eval", round, {"model_id": model_id, "eval": str(eval_json), "limit": cfg.eval_limit})
+    items = json.loads(Path(eval_json).read_text())[: cfg.eval_limit]
+    preds = predict(ckpt, eval_json, limit=cfg.eval_limit, device=cfg.train.device)
+    metrics = grade_eval(preds, items)
+    metrics = {k: (float(f"{v:.4f}") if isinstance(v, float) else v) for k, v in metrics.items()}
+    store.update_model_metrics(model_id, metrics)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps({"model_id": model_id, "round": round, "metrics": metrics,
+                                    "predictions": preds}, indent=1, default=str))
+    store.finish_run(run_id, "ok", {"metrics": metrics})
+    return {"metrics": metrics, "eval_json": str(out_json)}
+
+
+def round_zero(run: StepRunner, store, work: Path, sft_data: str, eval_json: str, cfg: LoopConfig) -> dict:
+    """Round 0 (the baseline every later round is compared with): original captions only."""
+    return one_round(run, store, work, 0, None, sft_data, eval_json, cfg, policy="original")
+
+
+def one_round(run: StepRunner, store, work: Path, k: int, prev: dict | None, sft_data: str, eval_json: str,
+              cfg: LoopConfig, policy: str | None = None, tag: str | None = None, recaption: bool = True) -> dict:
+    from curator.build import build
+    from curator.filters import run_filters
+    from curator.recaption import recaption as recaption_fn
+
+    policy = policy or cfg.policy
+    r = cfg.recaption
+    if k > 0 and recaption:
+        run.step(f"round-{k}/recaption", lambda: recaption_fn(
+            store, k, prev["paths"]["sft"], prompts=r.prompts, kind="self", engine=r.engine, limit=r.limit,
+            batch_size=r.batch_size, max_new_tokens=r.max_new_tokens, seed=cfg.seed, device=cfg.train.device,
+            progress=False), round=k)
+        if cfg.filters:
+            run.step(f"round-{k}/filter", lambda: run_filters(store, k, filters=list(cfg.filters), kind="self"),
+                     round=k)
+
+    def do_build():
+        b = build(store, k, policy=policy, format=cfg.format, seed=cfg.seed,
+                  out=str(work / "builds" / f"round-{k}-{policy}"), overwrite=True)
+        return {"build_id": b.build_id, "path": str(Path(b.out_dir).resolve()), "rows": b.rows,
+                "counts": b.manifest.get("counts", {})}
+
+    b = run.step(f"round-{k}/build", do_build, round=k)
+    name = f"round-{k}" if policy == cfg.policy or k == 0 else f"round-{k}-{policy}"
+    t = run.step(f"round-{k}/train", lambda: train_and_register(
+        store, work, name, b["path"], b["build_id"], sft_data, cfg, k,
+        parent=prev["models"]["sft"] if prev else None), round=k)
+    e = run.step(f"round-{k}/eval", lambda: evaluate_and_record(
+        store, t["models"]["sft"], t["paths"]["sft"], eval_json, cfg, k, work / "eval" / f"{name}.json"), round=k)
+    tag = tag or f"round-{k}"
+    run.step(f"round-{k}/tag", lambda: {"tag": tag, "versions": store.tag(tag, replace=True)}, round=k)
+    return {"round": k, "build": b, "models": t["models"], "paths": t["paths"], "metrics": e["metrics"]}
+
+
+def run_self_augment(store, work_dir: str | Path, sft_data: str, eval_json: str, cfg: LoopConfig | None = None,
+                     log: Callable[[str], None] = print) -> dict:
+    """Round 0 + `cfg.rounds` self-augment rounds, resumable; stops early at saturation (min_gain)."""
+    cfg = cfg or LoopConfig()
+    _check(cfg, sft_data, eval_json)
+    work = Path(work_dir).resolve()
+    run = StepRunner(store, "self-augment", {**cfg.as_dict(), "sft": str(sft_data), "eval": str(eval_json),
+                                             "work": str(work)}, log=log)
+    rounds = [round_zero(run, store, work, sft_data, eval_json, cfg)]
+    stopped = None
+    for k in range(1, cfg.rounds + 1):
+        rounds.append(one_round(run, store, work, k, rounds[-1], sft_data, eval_json, cfg))
+        gain = rounds[-1]["metrics"].get(cfg.metric, 0.0) - rounds[-2]["metrics"].get(cfg.metric, 0.0)
+        log(f"round {k}: {cfg.metric} {rounds[-2]['metrics'].get(cfg.metric, 0):.3f} → "
+            f"{rounds[-1]['metrics'].get(cfg.metric, 0):.3f} (gain {gain:+.3f})")
+        if cfg.min_gain is not None and k < cfg.rounds and gain < cfg.min_gain:
+            stopped = (f"saturated after round {k}: {cfg.metric} gained {gain:+.4f} < --min-gain {cfg.min_gain}; "
+                       f"rounds {k + 1}..{cfg.rounds} skipped")
+            log(stopped)
+            break
+    best = max(rounds, key=lambda r: r["metrics"].get(cfg.metric, 0.0))
+    return {"pipeline_id": run.pipeline_id, "rounds": rounds, "stopped": stopped, "best_round": best["round"],
+            "ran": run.ran, "skipped": run.skipped}

@@ -1,0 +1,131 @@
+"""Specialist augment (VILA² §2): fine-tune specialists from the self-augmented model's stage-2 checkpoint
+on their task data mixed with caption data, let each recaption the pretraining pool with its own prompts
+(kind = its name), build with the `specialist-qa` policy, retrain the generalist from scratch, evaluate.
+
+A specialist is data, not code: a name, a task set (LLaVA JSON / Parquet / WebDataset) and a prompt set of
+the same name in the prompts YAML (its recaption prompts + question pool for the build).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from curator.errors import InputError
+from pipelines.self_augment import LoopConfig, evaluate_and_record, train_and_register
+from pipelines.steps import StepRunner
+
+
+@dataclass
+class SpecialistArgs:
+    """Fine-tuning recipe for every specialist (method: all parameters, task data mixed with captions)."""
+    epochs: float = 4.0
+    lr: float = 1e-3
+    mix_ratio: float = 1.0           # caption samples per task sample: keeps the specialist writing prose
+    max_steps: int | None = None
+
+
+@dataclass
+class SpecialistConfig:
+    specialists: dict = field(default_factory=dict)   # name -> task data path
+    policy: str = "specialist-qa"
+    loop: LoopConfig = field(default_factory=LoopConfig)       # training / recaption / eval recipe of the generalist
+    finetune: SpecialistArgs = field(default_factory=SpecialistArgs)
+    prompts_file: str | None = None                   # a user prompts YAML adding specialists (default: built-in)
+
+
+def latest_generalist(store) -> dict:
+    """The newest evaluated round's generalist (stage rows by round): what the specialists start from."""
+    rows = store.sql(
+        "SELECT round, stage, model_id, path, trained_on FROM models WHERE role = 'generalist' "
+        "ORDER BY round DESC, created_at DESC").to_pylist()
+    if not rows:
+        raise InputError("no generalist model in the store", "specialists fine-tune from a self-augmented model",
+                         "run `curator run self-augment` first")
+    top = rows[0]["round"]
+    stages = {r["stage"]: r for r in rows if r["round"] == top}
+    if "pretrain" not in stages or "sft" not in stages:
+        raise InputError(f"round {top} has no complete generalist (stages: {sorted(stages)})",
+                         "specialists start from the stage-2 (pretrain) checkpoint",
+                         "rerun `curator run self-augment` to finish the round")
+    return {"round": top, "stages": stages}
+
+
+def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json: str, cfg: SpecialistConfig,
+                           log: Callable[[str], None] = print) -> dict:
+    from curator.build import build
+    from curator.filters import run_filters
+    from curator.prompts import load_prompts
+    from curator.recaption import recaption
+    from vila2_model.train import finetune_specialist
+
+    if not cfg.specialists:
+        raise InputError("no specialists given", "specialist-augment needs at least one name=task-data pair",
+                         "e.g. --specialists spatial,grounding,ocr --world demo_out/world")
+    book = load_prompts(cfg.prompts_file)
+    for name, data in cfg.specialists.items():
+        if name not in book.sets:
+            raise InputError(f"specialist {name!r} has no prompt set", f"known sets: {', '.join(sorted(book.sets))}",
+                             "add a set (and a question pool) of that name to your prompts YAML")
+        if not Path(data).exists():
+            raise InputError(f"task data for specialist {name!r} not found: {data}", "the path does not exist",
+                             f"pass --specialist-data {name}=PATH")
+    work = Path(work_dir).resolve()
+    base = latest_generalist(store)
+    R = base["round"] + 1          # the specialists' captions and the retrained generalist form round R
+    lc = cfg.loop
+    run = StepRunner(store, "specialist-augment", {
+        "specialists": cfg.specialists, "policy": cfg.policy, "loop": lc.as_dict(),
+        "finetune": cfg.finetune.__dict__, "base": base["stages"]["sft"]["model_id"], "sft": str(sft_data),
+        "eval": str(eval_json), "work": str(work), "prompts_file": cfg.prompts_file}, log=log)
+    stage2 = base["stages"]["pretrain"]
+    caption_build = stage2["trained_on"]
+    caption_dir = store.sql(f"SELECT output_path FROM builds WHERE build_id = '{caption_build}'").to_pylist()
+    caption_data = caption_dir[0]["output_path"] if caption_dir else None
+
+    spec_out = {}
+    for name, data in sorted(cfg.specialists.items()):
+        def ft(name=name, data=data):
+            f = cfg.finetune
+            path = finetune_specialist(work / "models" / f"specialist-{name}", stage2["path"], data, caption_data,
+                                       mix_ratio=f.mix_ratio, seed=lc.seed, epochs=f.epochs, lr=f.lr,
+                                       batch_size=lc.train.batch_size, max_steps=f.max_steps,
+                                       device=lc.train.device, progress=False)
+            from vila2_model.checkpoint import content_hash
+
+            mid = content_hash(path)
+            store.register_model({"model_id": mid, "round": R, "role": name, "stage": "specialist",
+                                  "path": str(Path(path).resolve()), "preset": lc.train.preset, "trained_on": str(data),
+                                  "parent_model_id": stage2["model_id"], "metrics": "{}", "run_id": ""})
+            return {"model_id": mid, "path": str(Path(path).resolve())}
+
+        spec_out[name] = run.step(f"specialist/{name}/finetune", ft, round=R)
+        r = lc.recaption
+        run.step(f"specialist/{name}/recaption", lambda name=name: recaption(
+            store, R, spec_out[name]["path"], prompts=name, kind=name, engine=r.engine, limit=r.limit,
+            batch_size=r.batch_size, max_new_tokens=r.max_new_tokens, seed=lc.seed, device=lc.train.device,
+            prompts_file=cfg.prompts_file, progress=False), round=R)
+        if lc.filters:
+            run.step(f"specialist/{name}/filter", lambda name=name: run_filters(
+                store, R, filters=[f for f in lc.filters if f != "template"], kind=name), round=R)
+
+    def do_build():
+        b = build(store, R, policy=cfg.policy, format=lc.format, seed=lc.seed,
+                  out=str(work / "builds" / f"round-{R}-{cfg.policy}"), overwrite=True)
+        return {"build_id": b.build_id, "path": str(Path(b.out_dir).resolve()), "rows": b.rows,
+                "counts": b.manifest.get("counts", {})}
+
+    b = run.step(f"round-{R}/build", do_build, round=R)
+    t = run.step(f"round-{R}/train", lambda: train_and_register(
+        store, work, f"round-{R}-specialist", b["path"], b["build_id"], sft_data, lc, R,
+        parent=base["stages"]["sft"]["model_id"]), round=R)
+    e = run.step(f"round-{R}/eval", lambda: evaluate_and_record(
+        store, t["models"]["sft"], t["paths"]["sft"], eval_json, lc, R, work / "eval" / f"round-{R}-specialist.json"),
+        round=R)
+    run.step(f"round-{R}/tag", lambda: {"tag": f"round-{R}", "versions": store.tag(f"round-{R}", replace=True)},
+             round=R)
+    before = json.loads(store.sql(
+        f"SELECT metrics FROM models WHERE model_id = '{base['stages']['sft']['model_id']}'").to_pylist()[0]["metrics"])
+    return {"round": R, "base_round": base["round"], "specialists": spec_out, "build": b, "models": t["models"],
+            "metrics_before": before, "metrics": e["metrics"], "ran": run.ran, "skipped": run.skipped}
