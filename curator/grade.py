@@ -287,21 +287,28 @@ def parse_caption(text: str) -> Parsed:
 # Truth and matching
 # ---------------------------------------------------------------------------------------------
 
-def truth_from_meta(meta) -> dict:
-    """Validate a synthetic image's meta (dict or JSON string) as grader truth; {} / None → no truth."""
+def truth_from_meta(meta) -> dict | None:
+    """A synthetic image's meta (dict or JSON string) as grader truth, or None when it holds no ground
+    truth (a folder/HF image's meta: aliases, original mode) — callers skip grading those."""
     import json
     if isinstance(meta, str):
         meta = json.loads(meta) if meta.strip() else {}
-    if not meta:
-        return {"objects": [], "word": None, "word_position": None, "width": 64, "height": 64}
-    if "objects" not in meta:
-        raise InputError("ground truth has no 'objects'", f"got keys {sorted(meta)}",
-                         "pass a synthetic image's meta or an eval item")
+    if not isinstance(meta, dict) or "objects" not in meta:
+        return None
     if all("cell" in o for o in meta["objects"]):
         return meta
     meta = dict(meta)  # hand-written truth with positions only: derive cells, never mutate the caller's dict
     meta["objects"] = [dict(o, cell=list(_cell_of(o["position"]))) if "cell" not in o else o for o in meta["objects"]]
     return meta
+
+
+def _require_truth(truth) -> dict:
+    t = truth_from_meta(truth)
+    if t is None:
+        got = sorted(truth) if isinstance(truth, dict) else type(truth).__name__
+        raise InputError("ground truth has no 'objects'", f"got {got}",
+                         "pass a synthetic image's meta or an eval item (truth_from_meta returns None for others)")
+    return t
 
 
 def _cell_of(position: str):
@@ -361,7 +368,7 @@ def grade_caption(text: str, truth: dict) -> dict:
     Returns precision (None when nothing gradeable is stated), recall, f1, n_stated, n_true_stated,
     n_truth, n_recalled, per-kind counts (`by_kind`), `hallucinated` (readable strings of the false
     facts) and length_words (whitespace words of the raw text)."""
-    truth = truth_from_meta(truth)
+    truth = _require_truth(truth)
     objs = truth["objects"]
     p = parse_caption(text)
     match = match_mentions(p.mentions, objs)
@@ -494,7 +501,7 @@ def grounding_details(text: str, truth: dict) -> dict:
     captions), IoU in 0–999 space. mean_iou averages over the truth objects (0 for an object with no
     matched box) AND the boxed mentions that match no object (0 each), so both missing and invented
     boxes cost."""
-    truth = truth_from_meta(truth)
+    truth = _require_truth(truth)
     objs = truth["objects"]
     p = parse_caption(text)
     boxed = [k for k, m in enumerate(p.mentions) if m.box is not None]

@@ -177,3 +177,13 @@ def test_bad_truth_and_predictions_raise_one_line_errors():
         grade_caption("a red circle", {"word": "cat"})
     with pytest.raises(InputError, match="predictions must be a dict"):
         grade_eval(["a"], [])
+
+
+def test_truth_from_meta_tells_synthetic_from_other_images():
+    import json
+    from curator.grade import truth_from_meta
+    assert truth_from_meta({"aliases": ["a.jpg"], "original_mode": "CMYK"}) is None
+    assert truth_from_meta("") is None and truth_from_meta(None) is None
+    t = truth_from_meta(json.dumps(TRUTH))
+    assert [o["cell"] for o in t["objects"]] == [[0, 0], [1, 1]]
+    assert "cell" not in TRUTH["objects"][0]  # the caller's dict is not modified
