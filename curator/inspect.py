@@ -136,7 +136,8 @@ def sample_fields(img: dict, versions: list[CaptionVersion], grade=None) -> tupl
         tags += [f"rejected:{f}:{v.filter}" for v in rej]
         if truth:
             g = grade(c.text, truth)
-            fields[f + "_precision"] = float(g["precision"])
+            # precision is None when the caption states nothing gradeable (the grader's convention)
+            fields[f + "_precision"] = None if g["precision"] is None else float(g["precision"])
             fields[f + "_recall"] = float(g["recall"])
             fields[f + "_hallucinated"] = [_fact_str(x) for x in g["hallucinated"]]
     return fields, tags
@@ -190,12 +191,28 @@ def build_dataset(store, rounds=(0, 1, 2), where: str | None = None, limit: int 
         ds = fo.Dataset(name, persistent=True)
         have = set()
     updated = sum(1 for s in samples if s["image_id"] in have)
+    _declare_fields(fo, ds, {k for s in samples for k in s.field_names})
     # merge_lists=False: a sample's tags are replaced as a whole, so a verdict that flips to keep
     # (re-thresholded filter) drops its old rejected:… tag.
     ds.merge_samples(samples, key_field="image_id", merge_lists=False, overwrite=True, progress=False)
     cap_list = sorted(cap_fields, key=_field_order)
     _app_layout(fo, ds, cap_list)
     return InspectResult(ds, name, added=len(samples) - updated, updated=updated, caption_fields=cap_list)
+
+
+def _declare_fields(fo, ds, names: set[str]) -> None:
+    """Declare the caption/grade fields up front: a field whose values are all None (precision of a caption
+    stating nothing gradeable) would otherwise never enter the schema, as merge_samples skips None."""
+    schema = ds.get_field_schema()
+    for n in sorted(names - set(schema)):
+        if not re.match(r"^r\d+_", n):
+            continue
+        if n.endswith(("_precision", "_recall")):
+            ds.add_sample_field(n, fo.FloatField)
+        elif n.endswith("_hallucinated"):
+            ds.add_sample_field(n, fo.ListField, subfield=fo.StringField)
+        else:
+            ds.add_sample_field(n, fo.StringField)
 
 
 def _field_order(f: str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from datetime import datetime, timedelta, timezone
 
 from PIL import Image, ImageDraw
@@ -113,3 +114,16 @@ def build_store(path) -> tuple[Store, dict]:
     assert st.add_verdicts(verdicts) == len(verdicts)
     ids["captions"] = {k: v["caption_id"] for k, v in caps.items()}
     return st, ids
+
+
+_FO_DIR: list[str] = []
+
+
+def fiftyone_env(tmp_path_factory) -> str:
+    """Point FiftyOne at a mongod database directory of this test session (set before fiftyone is imported;
+    once per process, as FiftyOne reads it at import). An existing FIFTYONE_DATABASE_URI is respected."""
+    if not _FO_DIR:
+        _FO_DIR.append(str(tmp_path_factory.getbasetemp() / "fiftyone-db"))
+        os.environ["FIFTYONE_DATABASE_DIR"] = _FO_DIR[0]
+        os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+    return _FO_DIR[0]
