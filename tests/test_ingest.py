@@ -1,0 +1,243 @@
+"""Ingest of every source kind into a real store, idempotent reruns, and a generated bad-input corpus."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import run_cli
+from PIL import Image
+
+from curator import schema
+from curator.errors import InputError
+from curator.ingest import ingest, normalize_image, Rejected
+
+
+def png(color, size=(8, 8), mode="RGB") -> bytes:
+    b = io.BytesIO()
+    Image.new(mode, size, color).save(b, "PNG")
+    return b.getvalue()
+
+
+def jpg(color, size=(8, 8)) -> bytes:
+    b = io.BytesIO()
+    Image.new("RGB", size, color).save(b, "JPEG", quality=90)
+    return b.getvalue()
+
+
+def make_folder(root, n=4):
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (root / f"img{i}.png").write_bytes(png((i * 40, 10, 10)))
+    return {f"img{i}.png": f"caption number {i}" for i in range(n)}
+
+
+def stored(store):
+    return store.sql("SELECT i.uri, c.text FROM images i LEFT JOIN captions c USING (image_id) "
+                     "ORDER BY i.uri").to_pylist()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_folder_with_captions_file(tmp_store, tmp_path, fmt):
+    caps = make_folder(tmp_path / "imgs")
+    path = tmp_path / f"caps.{fmt}"
+    rows = [{"file": k, "caption": v} for k, v in caps.items()]
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif fmt == "csv":
+        path.write_text("file,caption\n" + "".join(f"{r['file']},{r['caption']}\n" for r in rows))
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    rep = ingest(tmp_store, folder=str(tmp_path / "imgs"), captions=str(path))
+    assert (rep.counts["images_added"], rep.counts["captions_added"]) == (4, 4)
+    got = stored(tmp_store)
+    assert [(os.path.basename(r["uri"]), r["text"]) for r in got] == sorted(caps.items())
+    cap = tmp_store.sql("SELECT * FROM captions LIMIT 1").to_pylist()[0]
+    assert (cap["round"], cap["kind"], cap["captioner"], cap["finish_reason"]) == (0, "original", "source", "source")
+    assert cap["caption_id"] == schema.caption_key(cap["image_id"], 0, "original", "source", "")
+
+
+def test_reingest_adds_nothing_and_makes_no_commit(tmp_store, tmp_path):
+    make_folder(tmp_path / "imgs")
+    for i in range(4):
+        (tmp_path / "imgs" / f"img{i}.txt").write_text(f"side {i}")   # sidecar captions
+    first = ingest(tmp_store, folder=str(tmp_path / "imgs"))
+    assert (first.counts["images_added"], first.counts["captions_added"]) == (4, 4)
+    v = tmp_store.versions()
+    again = ingest(tmp_store, folder=str(tmp_path / "imgs"))
+    c = again.counts
+    assert (c["images_added"], c["images_existing"], c["captions_added"], c["captions_existing"]) == (0, 4, 0, 4)
+    assert {t: n for t, n in tmp_store.versions().items() if t != "runs"} == {t: n for t, n in v.items() if t != "runs"}
+    assert tmp_store.sql("SELECT count(*) AS n FROM runs WHERE kind = 'ingest' AND status = 'ok'").column(0)[0].as_py() == 2
+
+
+def test_manifest_jsonl_and_parquet(tmp_store, tmp_path):
+    (tmp_path / "d").mkdir()
+    rows = []
+    for i in range(3):
+        (tmp_path / "d" / f"{i}.jpg").write_bytes(jpg((i * 80, 0, 0)))
+        rows.append({"file": f"d/{i}.jpg", "caption": f"c{i}", "meta": {"k": i}})
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+    pq.write_table(pa.Table.from_pylist([{"file": r["file"], "caption": r["caption"]} for r in rows[1:]]),
+                   tmp_path / "m.parquet")
+    a = ingest(tmp_store, manifest=str(tmp_path / "m.jsonl"))
+    b = ingest(tmp_store, manifest=str(tmp_path / "m.parquet"))
+    assert (a.counts["images_added"], b.counts["images_added"], b.counts["images_existing"]) == (2, 1, 1)
+    imgs = tmp_store.sql("SELECT format, meta, source, bytes FROM images ORDER BY uri").to_pylist()
+    # Clean RGB JPEGs are stored with their original bytes.
+    assert [r["bytes"] for r in imgs] == [(tmp_path / "d" / f"{i}.jpg").read_bytes() for i in range(3)]
+    assert [r["format"] for r in imgs] == ["JPEG"] * 3
+    assert json.loads(imgs[0]["meta"]) == {"k": 0}
+    assert [t["text"] for t in stored(tmp_store)] == ["c0", "c1", "c2"]
+
+
+def test_hf_dataset_saved_to_disk_and_parquet(tmp_store, tmp_path):
+    import datasets
+
+    feats = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
+    ds = datasets.Dataset.from_dict({"image": [Image.new("RGB", (6, 6), (i * 50, 0, 0)) for i in range(3)],
+                                     "text": [f"hf {i}" for i in range(3)]}, features=feats)
+    ds.save_to_disk(str(tmp_path / "saved"))
+    r = ingest(tmp_store, hf=str(tmp_path / "saved"))
+    assert (r.counts["images_added"], r.counts["captions_added"]) == (3, 3)
+    (tmp_path / "pq").mkdir()
+    ds2 = datasets.Dataset.from_dict({"image": [Image.new("RGB", (6, 6), (0, i * 50 + 1, 0)) for i in range(2)],
+                                      "text": [f"pq {i}" for i in range(2)]}, features=feats)
+    ds2.to_parquet(str(tmp_path / "pq" / "train.parquet"))
+    r2 = ingest(tmp_store, hf=str(tmp_path / "pq"))
+    assert r2.counts["images_added"] == 2
+    texts = sorted(tmp_store.sql("SELECT text FROM captions").column("text").to_pylist())
+    assert texts == ["hf 0", "hf 1", "hf 2", "pq 0", "pq 1"]
+    assert set(tmp_store.sql("SELECT source FROM images").column(0).to_pylist()) == {"hf"}
+    with pytest.raises(InputError, match="^dataset has no column 'picture'"):
+        ingest(tmp_store, hf=str(tmp_path / "saved"), image_column="picture")
+
+
+def _tar_add(tf, name, data: bytes):
+    ti = tarfile.TarInfo(name)
+    ti.size = len(data)
+    tf.addfile(ti, io.BytesIO(data))
+
+
+def test_webdataset_shards_img2dataset_layout(tmp_store, tmp_path):
+    for s in range(2):
+        with tarfile.open(tmp_path / f"{s:05d}.tar", "w") as tf:
+            for i in range(3):
+                key = f"{s:05d}{i:04d}"
+                _tar_add(tf, f"{key}.jpg", jpg((s * 100, i * 60, 0)))
+                _tar_add(tf, f"{key}.txt", f"wds {s} {i}".encode())
+                _tar_add(tf, f"{key}.json", json.dumps({"url": f"http://x/{key}", "key": key}).encode())
+    (tmp_path / "00002.tar").write_bytes(b"this is not a tar")
+    r = ingest(tmp_store, webdataset=[str(tmp_path)])
+    assert (r.counts["images_added"], r.counts["captions_added"], r.counts["rejected"]) == (6, 6, {"bad_tar": 1})
+    row = tmp_store.sql("SELECT uri, meta FROM images ORDER BY uri LIMIT 1").to_pylist()[0]
+    assert row["uri"].endswith("00000.tar#000000000")
+    assert json.loads(row["meta"])["wds"]["url"] == "http://x/000000000"
+
+
+def test_synthetic_through_the_cli(tmp_path):
+    store = tmp_path / "st"
+    out = run_cli("ingest", "--synthetic", "12", "--seed", "3", "--json", store=store).stdout
+    c = json.loads(out)
+    assert (c["images_added"], c["captions_added"], c["rejected"]) == (12, 12, {})
+    again = json.loads(run_cli("ingest", "--synthetic", "12", "--seed", "3", "--json", store=store).stdout)
+    assert (again["images_added"], again["images_existing"]) == (0, 12)
+    from curator.store import Store
+    from curator.synthetic import iter_synthetic
+
+    first_png, alt, meta = next(iter(iter_synthetic(1, 3)))
+    row = Store(str(store)).sql(f"SELECT i.meta, c.text FROM images i JOIN captions c USING (image_id) "
+                                f"WHERE image_id = '{schema.image_key(first_png)}'").to_pylist()[0]
+    assert row["text"] == alt and json.loads(row["meta"])["objects"] == json.loads(json.dumps(meta))["objects"]
+
+
+def build_bad_corpus(d):
+    """Each file exercises one rejection or conversion path; returns nothing (expectations are in the test)."""
+    d.mkdir()
+    (d / "good.png").write_bytes(png((200, 0, 0)))
+    (d / "good.txt").write_text("a red square")
+    (d / "zero.png").write_bytes(b"")
+    full = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(full, "PNG")
+    (d / "truncated.png").write_bytes(full.getvalue()[: len(full.getvalue()) // 2])
+    (d / "notimage.jpg").write_text("<html>404 not found</html>")
+    (d / "bomb.png").write_bytes(png(0, size=(2000, 2000), mode="L"))      # 4 Mpx > the test cap of 1 Mpx
+    b = io.BytesIO()
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(b, "JPEG")
+    (d / "cmyk.jpg").write_bytes(b.getvalue())
+    (d / "cmyk.txt").write_text("cmyk caption")
+    Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(d / "deep16.png")
+    pal = Image.new("P", (8, 8), 1)
+    pal.putpalette([0, 0, 0] + [0, 0, 255] + [0, 0, 0] * 254)
+    pal.save(d / "palette.png", transparency=1)
+    (d / "gray.png").write_bytes(png(77, mode="L"))
+    (d / "gray.txt").write_bytes(b"caf\xe9 latin-1 bytes")                 # invalid UTF-8 caption
+    (d / "blank.png").write_bytes(png((1, 2, 3)))
+    (d / "blank.txt").write_text("   \n")                                  # empty caption
+    (d / "copy_of_good.png").write_bytes(png((200, 0, 0)))                 # same bytes, another name
+    (d / "notes.md").write_text("not an image, ignored")
+
+
+def test_bad_input_corpus_is_counted_with_reasons(tmp_store, tmp_path):
+    build_bad_corpus(tmp_path / "bad")
+    rep = ingest(tmp_store, folder=str(tmp_path / "bad"), max_pixels=1_000_000)
+    c = rep.counts
+    assert c["seen"] == 11
+    assert c["rejected"] == {"empty_file": 1, "truncated": 1, "not_an_image": 1, "decompression_bomb": 1}
+    assert c["caption_rejected"] == {"invalid_utf8": 1, "empty_caption": 1, "no_caption": 3}
+    assert c["converted"] == {"CMYK": 1, "I;16": 1, "P": 1, "L": 1}
+    assert (c["images_added"], c["captions_added"], c["duplicates_in_input"], c["ignored_files"]) == (6, 2, 1, 1)
+    assert c["examples"]["decompression_bomb"] == [
+        f"{tmp_path / 'bad' / 'bomb.png'} (2000x2000 = 4000000 pixels > cap 1000000)"]
+    # Conversions: RGB PNG bytes, original mode in meta, 16-bit scaled (not clipped), alpha on white.
+    rows = {os.path.basename(r["uri"]): r for r in tmp_store.sql("SELECT * FROM images").to_pylist()}
+    meta = json.loads(rows["palette.png"]["meta"])
+    assert meta == {"alpha": "composited_on_white", "converted": "rgb_png", "original_format": "PNG",
+                    "original_mode": "P"}
+    im = Image.open(io.BytesIO(rows["palette.png"]["bytes"]))
+    assert (im.format, im.mode, im.getpixel((0, 0))) == ("PNG", "RGB", (255, 255, 255))
+    assert Image.open(io.BytesIO(rows["deep16.png"]["bytes"])).getpixel((0, 0)) == (156, 156, 156)  # 40000 >> 8
+    assert Image.open(io.BytesIO(rows["gray.png"]["bytes"])).getpixel((0, 0)) == (77, 77, 77)
+    assert all(r["image_id"] == schema.image_key(r["bytes"]) for r in rows.values())
+    # The run row carries the same counts; the summary names every reason.
+    run = tmp_store.sql(f"SELECT status, counts FROM runs WHERE run_id = '{rep.run_id}'").to_pylist()[0]
+    assert run["status"] == "ok" and json.loads(run["counts"])["rejected"] == c["rejected"]
+    text = "\n".join(rep.summary_lines())
+    for reason in ("empty_file", "truncated", "not_an_image", "decompression_bomb", "invalid_utf8", "empty_caption"):
+        assert reason in text
+
+
+def test_missing_and_unreadable_files_in_a_manifest(tmp_store, tmp_path):
+    (tmp_path / "ok.png").write_bytes(png((5, 5, 5)))
+    (tmp_path / "adir.png").mkdir()                    # open() fails even as root: an honest "unreadable"
+    (tmp_path / "locked.png").write_bytes(png((6, 6, 6)))
+    os.chmod(tmp_path / "locked.png", 0)
+    lines = [json.dumps({"file": f, "caption": "x"}) for f in ("ok.png", "gone.png", "adir.png", "locked.png")]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n{not json\n")
+    c = ingest(tmp_store, manifest=str(tmp_path / "m.jsonl")).counts
+    locked_readable = os.access(tmp_path / "locked.png", os.R_OK)   # root ignores mode 000
+    assert c["rejected"] == {"missing_file": 1, "bad_record": 1,
+                             "unreadable": 1 if locked_readable else 2}
+    assert c["images_added"] == (2 if locked_readable else 1)
+    assert c["examples"]["missing_file"] == [str(tmp_path / "gone.png")]
+
+
+def test_normalize_image_keeps_clean_rgb_bytes():
+    data = png((1, 2, 3))
+    out, w, h, fmt, extra = normalize_image(data)
+    assert (out, w, h, fmt, extra) == (data, 8, 8, "PNG", {})
+    with pytest.raises(Rejected) as e:
+        normalize_image(b"GIF89a\x01")
+    assert e.value.reason == "not_an_image"
+
+
+def test_cli_ingest_needs_exactly_one_source(tmp_path):
+    res = run_cli("ingest", store=tmp_path / "st", check=False)
+    assert res.returncode == 1
+    assert res.stderr == ("Error: ingest needs exactly one source — got none — pass one of --folder, --manifest, "
+                          "--hf, --webdataset, --synthetic N\n")
