@@ -117,15 +117,17 @@ def _latest(versions: list[CaptionVersion]) -> CaptionVersion:
     return max(versions, key=lambda c: (c.created_at, c.caption_id))
 
 
-def sample_fields(img: dict, versions: list[CaptionVersion], grade=None) -> tuple[dict, list[str]]:
+def sample_fields(img: dict, versions: list[CaptionVersion]) -> tuple[dict, list[str]]:
     """The FiftyOne fields and tags of one image (pure data; build_dataset wraps them in a Sample)."""
+    from curator.grade import grade_caption, truth_from_meta
+
     fields: dict = {"image_id": img["image_id"], "source": img["source"] or "", "split": img["split"] or "",
                     "uri": img["uri"] or ""}
     tags: list[str] = []
     by_slot: dict[tuple[int, str], list[CaptionVersion]] = defaultdict(list)
     for c in versions:
         by_slot[(c.round, c.kind)].append(c)
-    truth = _meta(img["meta"]) if (img["source"] == "synthetic" and grade is not None) else {}
+    truth = truth_from_meta(_meta(img["meta"]))     # None unless the image carries ground truth
     for (rnd, kind) in sorted(by_slot):
         c = _latest(by_slot[(rnd, kind)])
         f = field_name(rnd, kind)
@@ -135,7 +137,7 @@ def sample_fields(img: dict, versions: list[CaptionVersion], grade=None) -> tupl
             v.filter + (f" ({v.reason})" if v.reason else "") for v in rej)) if rej else "accepted"
         tags += [f"rejected:{f}:{v.filter}" for v in rej]
         if truth:
-            g = grade(c.text, truth)
+            g = grade_caption(c.text, truth)
             # precision is None when the caption states nothing gradeable (the grader's convention)
             fields[f + "_precision"] = None if g["precision"] is None else float(g["precision"])
             fields[f + "_recall"] = float(g["recall"])
@@ -166,15 +168,11 @@ def build_dataset(store, rounds=(0, 1, 2), where: str | None = None, limit: int 
     caps: dict[str, list[CaptionVersion]] = defaultdict(list)
     for c in _caption_rows(store, cond):
         caps[c.image_id].append(c)
-    grade = None
-    if any(r["source"] == "synthetic" and _meta(r["meta"]) for r in imgs):
-        from curator.grade import grade_caption as grade
-
     fo = fiftyone(database_uri)
     paths = _cache_paths(store, imgs, cache_dir or DEFAULT_CACHE)
     samples, cap_fields = [], set()
     for img in imgs:
-        fields, tags = sample_fields(img, caps.get(img["image_id"], []), grade)
+        fields, tags = sample_fields(img, caps.get(img["image_id"], []))
         cap_fields |= {k for k in fields if re.match(r"^r\d+_", k) and not re.search(
             r"_(verdict|precision|recall|hallucinated)$", k)}
         meta = None

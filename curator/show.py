@@ -4,7 +4,7 @@ between two rounds), as functions returning data plus plain-text renderers the C
 Which caption stands for "round R" in a diff: kind `original` for round 0, otherwise the given kind
 (default `self`); among that round×kind's versions the latest by created_at (so a derived repetition-cut
 version, written after its raw parent, is the one compared — the same rule the interface contract uses).
-On synthetic images (meta holds ground truth) curator.grade.grade_caption grades both texts: recall,
+On images with ground truth (synthetic; grade.truth_from_meta) grade.grade_caption grades both texts: recall,
 precision, the ground-truth facts gained and lost (counted per kind — object attributes, relations, the
 word — from the grader's recall counts) and the hallucinated facts that appear or disappear (its strings).
 """
@@ -259,15 +259,16 @@ def _latest_texts(store, round_: int, kind: str, where: str | None) -> dict[str,
 
 
 def _truths(store, image_ids: list[str]) -> dict[str, dict]:
-    """Ground truth (images.meta) of the synthetic images among image_ids."""
+    """Ground truth of the images among image_ids whose meta holds some (synthetic images)."""
+    from curator.grade import truth_from_meta
+
     out = {}
     for s in range(0, len(image_ids), 1000):
         chunk = ",".join(f"'{i}'" for i in image_ids[s:s + 1000])
-        for r in store.sql(f"SELECT image_id, meta FROM images WHERE source = 'synthetic' "
-                           f"AND image_id IN ({chunk})").to_pylist():
-            m = _meta(r["meta"])
-            if m:
-                out[r["image_id"]] = m
+        for r in store.sql(f"SELECT image_id, meta FROM images WHERE image_id IN ({chunk})").to_pylist():
+            t = truth_from_meta(_meta(r["meta"]))
+            if t is not None:
+                out[r["image_id"]] = t
     return out
 
 
@@ -293,9 +294,7 @@ def diff(store, round_a: int, round_b: int, kind: str = "self", where: str | Non
                          "list what exists: curator sql \"SELECT round, kind, count(*) FROM captions GROUP BY ALL\"")
     both = sorted(set(a) & set(b))
     truths = _truths(store, both)
-    grade = None
-    if truths:
-        from curator.grade import grade_caption as grade
+    from curator.grade import grade_caption as grade
     diffs = []
     for iid in both:
         d = ImageDiff(iid, a[iid], b[iid], _words(a[iid]), _words(b[iid]))
