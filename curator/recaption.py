@@ -95,8 +95,9 @@ def model_input_size(ckpt: str) -> tuple[tuple[int, int] | None, int | None]:
     size = cfg.get("size") or {}
     if isinstance(size, int):
         return (size, size), None
-    if "max_pixels" in cfg or "longest_edge" in size and "shortest_edge" in size and size.get("longest_edge", 0) > 10000:
-        # Qwen2-VL style: size is in pixels (min/max area), the model takes any multiple of its patch grid.
+    if "max_pixels" in cfg or "temporal_patch_size" in cfg or "Qwen" in str(cfg.get("image_processor_type", "")):
+        # Qwen2-VL family: dynamic resolution; `size` holds pixel *areas* (shortest_edge = min_pixels,
+        # longest_edge = max_pixels), so cap the area instead of forcing a square.
         return None, int(cfg.get("max_pixels") or size.get("longest_edge"))
     if "height" in size and "width" in size:
         return (int(size["width"]), int(size["height"])), None
