@@ -581,7 +581,7 @@ def filter_report(store, round: int, kind: str | None = None) -> dict:
           QUALIFY row_number() OVER (PARTITION BY v.caption_id, v.filter ORDER BY v.created_at DESC) = 1)"""
     try:
         by_reason = con.sql(latest + """
-            SELECT filter, keep, regexp_replace(reason, '[0-9]+(\\.[0-9]+)?', '#', 'g') AS reason, count(*) AS n
+            SELECT filter, keep, regexp_replace(reason, '-?[0-9]+(\\.[0-9]+)?', '#', 'g') AS reason, count(*) AS n
             FROM v GROUP BY ALL ORDER BY filter, keep DESC, n DESC""", params=params).fetchall()
         totals = con.sql(latest + f"""
             SELECT count(*) AS captions,

@@ -141,3 +141,42 @@ def test_python_and_sql_scores_agree():
         assert row["rep_flag"] == (py["repetition"] > 0), text
         for name in ("ngram", "length", "truncation", "charset"):
             assert row[name] == pytest.approx(py[name]), (name, text)
+
+
+def test_grounding_score_and_cli(tmp_path):
+    """Model-in-the-loop: ll(caption | image) − ll(caption | blank) under the captioner itself."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from curator.cli import cli
+    from curator.recaption import recaption
+    from engines_toy import llava_ckpt, make_store
+    from vila2_model.generate import Generator
+
+    ckpt = str(llava_ckpt(tmp_path / "llava"))
+    store, ids = make_store(tmp_path / "s", n=4)
+    recaption(store, 1, ckpt, max_new_tokens=6, progress=False)
+    # Without a checkpoint for the captioner, grounding is skipped with a counted reason — never silently.
+    res = filters.run_filters(store, 1, filters=["grounding"])
+    g = res["filters"]["grounding"]
+    assert (g["computed"], g["written"]) == (0, 0) and list(g["skipped"].values()) == [4]
+    res = filters.run_filters(store, 1, filters=["grounding"], model=ckpt)
+    assert res["filters"]["grounding"]["computed"] == 4 and res["filters"]["grounding"]["written"] == 4
+    row = store.sql("SELECT c.image_id, c.prompt, c.text, v.score, v.keep FROM verdicts v JOIN captions c "
+                    "USING (caption_id) WHERE v.filter = 'grounding' ORDER BY c.image_id LIMIT 1").to_pylist()[0]
+    gen = Generator(ckpt)
+    im = store.load_images([row["image_id"]])[row["image_id"]].resize((32, 32))
+    blank = Image.new("RGB", im.size, (128, 128, 128))
+    a, = gen.loglikelihood([im], [row["prompt"]], [row["text"]])
+    b, = gen.loglikelihood([blank], [row["prompt"]], [row["text"]])
+    assert row["score"] == pytest.approx(a - b, abs=1e-4)
+    assert row["keep"] == (row["score"] >= 0.0)
+    # CLI re-threshold: no model needed, scores reused; --report prints counts by reason.
+    out = CliRunner().invoke(cli, ["--store", str(tmp_path / "s"), "filter", "--round", "1", "--filters", "grounding",
+                                   "--threshold", "grounding.min_gain=1000", "--report"])
+    assert out.exit_code == 0, out.output
+    assert "grounding   kept       0  rejected       4  computed       0  reused       4  new verdicts       4" in out.output
+    assert "round 1: 4 captions, 0 accepted" in out.output
+    assert "grounding         4  grounding: image adds #" in out.output
+    bad = CliRunner().invoke(cli, ["--store", str(tmp_path / "s"), "filter", "--round", "1", "--threshold", "length.maxwords=3"])
+    assert bad.exit_code == 1 and bad.output.startswith("Error: unknown threshold 'maxwords' for filter length")
