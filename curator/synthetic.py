@@ -543,7 +543,11 @@ def generate_world(out_dir, n_pretrain: int = 4000, seed: int = 0, cfg: WorldCon
     pdir = out / "pretrain" / "images"
     pdir.mkdir(parents=True)
     lines = []
-    for i, (png, alt, meta) in enumerate(iter_synthetic(n_pretrain, seed, cfg)):
+    it = iter_synthetic(n_pretrain, seed, cfg)
+    if progress:
+        from rich.progress import track
+        it = track(it, total=n_pretrain, description="world: pretraining images", transient=True)
+    for i, (png, alt, meta) in enumerate(it):
         name = f"pt-{i:06d}.png"
         (pdir / name).write_bytes(png)
         lines.append(json.dumps({"file": f"images/{name}", "caption": alt, "meta": meta}, ensure_ascii=False))
