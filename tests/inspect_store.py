@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from PIL import Image, ImageDraw
 
@@ -123,6 +126,11 @@ def fiftyone_env(tmp_path_factory) -> str:
     """Point FiftyOne at a mongod database directory of this test session (set before fiftyone is imported;
     once per process, as FiftyOne reads it at import). An existing FIFTYONE_DATABASE_URI is respected."""
     if not _FO_DIR:
+        # the tests install what they need the way `make test` does (idempotent; ~0.1 s when done)
+        root = Path(__file__).resolve().parents[1]
+        res = subprocess.run(["bash", str(root / "scripts" / "setup_inspect.sh"), sys.prefix], cwd=root,
+                             capture_output=True, text=True)
+        assert res.returncode == 0, f"scripts/setup_inspect.sh failed:\n{res.stdout}\n{res.stderr}"
         _FO_DIR.append(str(tmp_path_factory.getbasetemp() / "fiftyone-db"))
         os.environ["FIFTYONE_DATABASE_DIR"] = _FO_DIR[0]
         os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"

@@ -1,0 +1,1 @@
+"""Headless-Chromium helpers for tests/test_browser.py (and the README screenshot script)."""

@@ -1,0 +1,78 @@
+"""The FiftyOne App, served on 127.0.0.1, opened in a real headless Chromium (Debian's package, driven by
+selenium + chromium-driver): a sample's caption versions render next to their field names."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from inspect_store import build_store, fiftyone_env
+from browser.chrome import caption_pairs, hide_promo, open_chromium, wait_for_text
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    fiftyone_env(tmp_path_factory)
+    from curator.inspect import app_url, build_dataset, fiftyone, launch
+
+    fo = fiftyone()
+    tmp = tmp_path_factory.mktemp("browser")
+    st, ids = build_store(tmp / "store")
+    res = build_dataset(st, name="t-browser", cache_dir=str(tmp / "cache"))
+    port = _free_port()
+    launch(res.dataset, port=port)           # returns once the App server answers
+    yield {"ds": res.dataset, "ids": ids, "base": f"http://127.0.0.1:{port}", "url": app_url("127.0.0.1", port, "t-browser")}
+    fo.close_app()
+
+
+def test_grid_lists_samples_and_caption_fields(app, tmp_path):
+    driver = open_chromium(tmp_path / "chromium-profile")
+    try:
+        hide_promo(driver, app["base"])
+        driver.get(app["url"])
+        wait_for_text(driver, "3 samples")
+        wait_for_text(driver, "a large red square in the center of the image.")   # tiles show the caption fields
+        lines = driver.find_element("tag name", "body").text.splitlines()
+        # the sidebar lists the caption fields in round order, right after the tag filters
+        i = lines.index("r0_original")
+        assert lines[i:i + 4] == ["r0_original", "r1_self", "r2_self", "r2_spatial"], lines
+        # each grid tile prints its sample's caption versions (the dataset's active fields), in field order
+        assert {"red thing stock photo" "a red square." "a large red square in the center of the image."
+                "the red square is at the center.",
+                "blue" "a blue square on a white background." "a small blue square at the top left and a red circle.",
+                "green" "a green square with a green square next to a green square."} <= set(lines), lines
+        assert driver.save_screenshot(str(tmp_path / "grid.png"))
+    finally:
+        driver.quit()
+
+
+def test_sample_modal_shows_caption_versions(app, tmp_path):
+    sample = next(s for s in app["ds"] if s["image_id"] == app["ids"]["A"])
+    driver = open_chromium(tmp_path / "chromium-profile")
+    try:
+        hide_promo(driver, app["base"])
+        driver.get(f"{app['url']}?id={sample.id}")      # opens the sample modal
+        wait_for_text(driver, "the red square is at the center.")
+        pairs = caption_pairs(driver)
+        assert pairs["r0_original"] == "red thing stock photo"
+        assert pairs["r1_self"] == "a red square."        # the derived repcut version, not the rejected raw one
+        assert pairs["r2_self"] == "a large red square in the center of the image."
+        assert pairs["r2_spatial"] == "the red square is at the center."
+        assert pairs["image_id"] == app["ids"]["A"]
+        assert "Accelerate your workflow" not in driver.find_element("tag name", "body").text
+        shot = tmp_path / "app.png"
+        assert driver.save_screenshot(str(shot))
+    finally:
+        driver.quit()
+    from PIL import Image
+
+    im = Image.open(shot)
+    assert im.size[0] == 1400 and len(set(im.convert("L").resize((64, 64)).getdata())) > 8   # not a blank page
