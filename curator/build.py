@@ -27,7 +27,7 @@ from curator.store import Store, _fetch_arrow, check_read_only
 POLICIES = ("original", "recaption", "concat", "specialist-qa")
 FORMATS = ("llava", "parquet", "webdataset")
 DEFAULT_ROWS_PER_SHARD = 100_000
-ROW_GROUP = 4096   # fixed row-group size: batch boundaries from DuckDB must not change the file bytes
+PARQUET_ROW_GROUP = 100_000   # upper bound on rows per Parquet row group
 CONCAT_FORMAT = "### Short description:\n{original}\n\n### Long description:\n{recaption}"
 
 CONV_TYPE = pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))
@@ -188,36 +188,32 @@ def build(store: Store, round: int, policy: str = "concat", format: str = "parqu
     run_id = store.start_run("build", round, {"policy": policy, "format": format, "seed": seed, "out": out,
                                              "sql_hash": sh})
     try:
-        con = store.connect(at=versions, read_only=True)
-        wrapped = _wrap(sql)
+        params = _params(sql, round, seed)
+        body = sql.strip().rstrip(";")
+        parts = os.path.join(os.path.abspath(out), ".parts")
+        # The policy may only write into the build's own output directory (Parquet goes out via COPY).
+        con = store.connect(at=versions, read_only=True, write_dirs=[os.path.abspath(out)])
         try:
-            reader = con.sql(wrapped, params=_params(sql, round, seed)).to_arrow_reader(ROW_GROUP)
+            n, fallback = _check_policy(con, body, params)
+            if format == "parquet":
+                rows, files = _write_parquet(con, body, params, out, parts, rows_per_shard)
+            else:
+                reader = con.sql(_wrap(body), params=params).to_arrow_reader(4096)
+                writer = {"llava": _LlavaWriter, "webdataset": _WdsWriter}[format](out, rows_per_shard)
+                rows = 0
+                for batch in reader:
+                    writer.write(batch)
+                    rows += batch.num_rows
+                files = writer.close()
         except duckdb.Error as e:
             raise InputError("build SQL failed", str(e).strip().splitlines()[0],
                              "print the policy with --show-sql and check the columns id, image_id, "
                              "conversations[, fallback]") from e
-        writer = {"parquet": _ParquetWriter, "llava": _LlavaWriter, "webdataset": _WdsWriter}[format](out, rows_per_shard)
-        rows = fallback = 0
-        last_id = None
-        for batch in _rechunk(reader, ROW_GROUP):
-            ids = batch.column("id")
-            if ids.null_count or batch.column("image").null_count:
-                raise InputError("build SQL returned a row without id or image",
-                                 "every sample needs an id and an image_id present in the images table",
-                                 "check the policy's joins")
-            first = ids[0].as_py()
-            if last_id is not None and first == last_id or _has_adjacent_dupes(ids):
-                raise InputError("build SQL returned duplicate ids", f"e.g. {first}",
-                                 "return one row per sample (GROUP BY / DISTINCT)")
-            last_id = ids[-1].as_py()
-            if "fallback" in batch.column_names:
-                import pyarrow.compute as pc
-
-                fallback += int(pc.sum(pc.cast(batch.column("fallback"), pa.int64())).as_py() or 0)
-            writer.write(batch)
-            rows += batch.num_rows
-        files = writer.close()
-        con.close()
+        finally:
+            con.close()
+        if rows != n:
+            raise InputError(f"{n - rows} sample(s) name an image_id that is not in the images table",
+                             "a build needs the image bytes of every sample", "check the policy's joins")
         n_train = store.sql("SELECT count(*) AS n FROM images WHERE split = 'train'", at=versions).column("n")[0].as_py()
         counts = {"rows": rows, "fallback_to_original": fallback,
                   "train_images_not_in_build": max(n_train - rows, 0)}
@@ -281,39 +277,57 @@ def _params(sql: str, round: int, seed: int) -> dict:
     return p
 
 
-def _wrap(sql: str) -> str:
-    body = sql.strip().rstrip(";")
+def _wrap(body: str) -> str:
     return (f"SELECT p.*, i.bytes AS image, i.format AS image_format FROM ({body}\n) AS p "
             f"JOIN images i ON i.image_id = p.image_id ORDER BY p.id")
 
 
-def _has_adjacent_dupes(ids: pa.ChunkedArray | pa.Array) -> bool:
-    import pyarrow.compute as pc
+def _check_policy(con, body: str, params: dict) -> tuple[int, int]:
+    """One pass over the policy: (rows, fallback rows); refuses missing columns, null or duplicate ids."""
+    cols = con.sql(f"SELECT * FROM ({body}\n) LIMIT 0", params=params).columns
+    missing = [c for c in ("id", "image_id", "conversations") if c not in cols]
+    if missing:
+        raise InputError(f"build SQL lacks column(s) {missing}", f"it returns {cols}",
+                         "return id, image_id, conversations and optionally fallback")
+    fb = "count(*) FILTER (WHERE fallback)" if "fallback" in cols else "0"
+    n, distinct, nulls, fallback = con.execute(
+        f"SELECT count(*), count(DISTINCT id), count(*) FILTER (WHERE id IS NULL OR image_id IS NULL), {fb} "
+        f"FROM ({body}\n)", params).fetchall()[0]
+    if nulls:
+        raise InputError(f"build SQL returned {nulls} row(s) without id or image_id", "every sample needs both",
+                         "check the policy's joins")
+    if distinct != n:
+        raise InputError(f"build SQL returned {n - distinct} duplicate id(s)", "ids name samples",
+                         "return one row per sample (GROUP BY / DISTINCT)")
+    return int(n), int(fallback or 0)
 
-    if len(ids) < 2:
-        return False
-    a = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
-    return bool(pc.any(pc.equal(a.slice(1), a.slice(0, len(a) - 1))).as_py())
 
+def _write_parquet(con, body: str, params: dict, out: str, parts: str, rows_per_shard: int):
+    """DuckDB writes the Parquet itself (COPY, zstd): ordered by id, fixed row-group size, so the bytes are
+    the same on every run. Files are renamed to data-0000i-of-0000N.parquet."""
+    import pyarrow.parquet as pq
 
-def _rechunk(reader, n: int):
-    """Re-slice a stream of record batches into batches of exactly n rows (last one shorter)."""
-    buf: list[pa.RecordBatch] = []
-    have = 0
-    for b in reader:
-        if b.num_rows == 0:
-            continue
-        buf.append(b)
-        have += b.num_rows
-        while have >= n:
-            t = pa.Table.from_batches(buf)
-            yield t.slice(0, n).combine_chunks().to_batches()[0]
-            rest = t.slice(n)
-            buf = rest.combine_chunks().to_batches() if rest.num_rows else []
-            have = rest.num_rows
-    if have:
-        t = pa.Table.from_batches(buf).combine_chunks()
-        yield t.to_batches()[0]
+    groups = -(-rows_per_shard // PARQUET_ROW_GROUP)          # row groups per file
+    rg = -(-rows_per_shard // groups)                          # rows per group (≤ PARQUET_ROW_GROUP)
+    os.makedirs(parts, exist_ok=True)
+    q = (f"SELECT p.id::VARCHAR AS id, p.image_id::VARCHAR AS image_id, i.bytes AS image, "
+         f"CAST(p.conversations AS STRUCT(\"from\" VARCHAR, \"value\" VARCHAR)[]) AS conversations "
+         f"FROM ({body}\n) AS p JOIN images i ON i.image_id = p.image_id ORDER BY p.id")
+    target = parts.replace("'", "''")
+    rows = con.execute(f"COPY ({q}) TO '{target}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {rg}, "
+                       f"ROW_GROUPS_PER_FILE {groups}, FILENAME_PATTERN 'part-{{i}}')", params).fetchall()[0][0]
+    made = sorted((f for f in os.listdir(parts) if f.endswith(".parquet")),
+                  key=lambda f: int(f[len("part-"):-len(".parquet")]))
+    if not made:   # an empty build still yields one loadable (empty) file
+        pq.write_table(PARQUET_SCHEMA.empty_table(), os.path.join(parts, "part-0.parquet"))
+        made = ["part-0.parquet"]
+    final = []
+    for i, f in enumerate(made):
+        name = f"data-{i:05d}-of-{len(made):05d}.parquet"
+        os.replace(os.path.join(parts, f), os.path.join(out, name))
+        final.append(name)
+    os.rmdir(parts)
+    return int(rows), final
 
 
 def _conv(batch) -> pa.Array:
@@ -348,50 +362,6 @@ def _file_sha256(path: str) -> str:
 def content_hash(file_hashes: dict[str, str]) -> str:
     """sha256 over the sorted (relative path, file sha256) pairs of the output files."""
     return schema.sha256_hex("".join(f"{p}\0{h}\n" for p, h in sorted(file_hashes.items())))
-
-
-class _ParquetWriter:
-    def __init__(self, out: str, rows_per_shard: int):
-        self.out, self.per = out, rows_per_shard
-        self.parts: list[str] = []
-        self.w = None
-        self.in_part = 0
-
-    def write(self, batch):
-        import pyarrow.parquet as pq
-
-        t = pa.Table.from_arrays([batch.column("id").cast(pa.string()), batch.column("image_id").cast(pa.string()),
-                                  batch.column("image").cast(pa.binary()), _conv(batch)], schema=PARQUET_SCHEMA)
-        while t.num_rows:
-            if self.w is None:
-                name = f".part-{len(self.parts):05d}.parquet"
-                self.parts.append(name)
-                self.w = pq.ParquetWriter(os.path.join(self.out, name), PARQUET_SCHEMA, compression="zstd")
-                self.in_part = 0
-            take = min(self.per - self.in_part, t.num_rows)
-            self.w.write_table(t.slice(0, take), row_group_size=ROW_GROUP)
-            self.in_part += take
-            t = t.slice(take)
-            if self.in_part >= self.per:
-                self.w.close()
-                self.w = None
-
-    def close(self) -> list[str]:
-        import pyarrow.parquet as pq
-
-        if self.w is not None:
-            self.w.close()
-        if not self.parts:   # an empty build still yields a loadable (empty) file
-            name = ".part-00000.parquet"
-            pq.write_table(PARQUET_SCHEMA.empty_table(), os.path.join(self.out, name))
-            self.parts.append(name)
-        n = len(self.parts)
-        final = []
-        for i, p in enumerate(self.parts):
-            name = f"data-{i:05d}-of-{n:05d}.parquet"
-            os.replace(os.path.join(self.out, p), os.path.join(self.out, name))
-            final.append(name)
-        return final
 
 
 class _LlavaWriter:

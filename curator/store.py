@@ -345,11 +345,12 @@ class Store:
         return self._open(name, self.resolve(at)[name])
 
     # ---------------------------------------------------------------- SQL
-    def connect(self, at=None, read_only: bool = False):
+    def connect(self, at=None, read_only: bool = False, write_dirs: list[str] | None = None):
         """A DuckDB connection with one view per table over the Lance datasets (Arrow scan, pushdown).
 
         read_only=True also switches off DuckDB's file/network access and locks its configuration,
-        which is what `sql()` uses; the guard does not depend on parsing alone.
+        which is what `sql()` uses; the guard does not depend on parsing alone. write_dirs (with
+        read_only) are the only local directories such a connection may still touch (build output).
         """
         import duckdb
 
@@ -358,6 +359,9 @@ class Store:
             con.register(t, self._open(t, v))
         if read_only:
             con.execute("SET python_enable_replacements = false")
+            if write_dirs:
+                dirs = ", ".join("'" + os.path.abspath(d).replace("'", "''") + "/'" for d in write_dirs)
+                con.execute(f"SET allowed_directories = [{dirs}]")
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
         return con

@@ -2,6 +2,7 @@
 and byte-identical rebuilds, datasets.load_dataset on the Parquet output, custom SQL through the CLI."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -176,17 +177,22 @@ def test_three_formats_hold_the_same_samples(world, tmp_path):
         assert json.loads(seen[f"{iid}.json"]) == {"id": iid, "conversations": row["conversations"]}
 
 
-def test_manifest_rebuild_is_byte_identical(world, tmp_path):
+@pytest.mark.parametrize("fmt,files", [
+    ("parquet", ["data-00000-of-00001.parquet", "manifest.json"]),
+    ("webdataset", ["manifest.json", "shard-000000.tar", "shard-000001.tar"]),
+])
+def test_manifest_rebuild_is_byte_identical(world, tmp_path, fmt, files):
     store, ids = world
-    res = build(store, 2, "concat", "parquet", out=str(tmp_path / "a"), rows_per_shard=4)
-    files = sorted(os.listdir(tmp_path / "a"))
-    assert files == ["data-00000-of-00002.parquet", "data-00001-of-00002.parquet", "manifest.json"]
+    build(store, 2, "concat", fmt, out=str(tmp_path / "a"), rows_per_shard=4)
+    assert sorted(os.listdir(tmp_path / "a")) == files
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert m["rows"] == 6 and m["policy"] == "concat" and m["sql"] == policy_sql("concat")
     assert m["store_versions"]["captions"] == store.versions()["captions"]
-    # The store moves on: a new accepted recaption for img5 would change a fresh build...
+    assert m["files"] == {f: hashlib.sha256((tmp_path / "a" / f).read_bytes()).hexdigest()
+                          for f in files if f != "manifest.json"}
+    # The store moves on: a new accepted recaption for img5 changes a fresh build...
     store.add_captions([_cap(ids["img5"], 2, "self", "self5 late", 9)])
-    fresh = build(store, 2, "concat", "parquet", out=str(tmp_path / "fresh"), rows_per_shard=4)
+    fresh = build(store, 2, "concat", fmt, out=str(tmp_path / "fresh"), rows_per_shard=4)
     assert fresh.manifest["content_hash"] != m["content_hash"]
     # ...but the manifest pins the versions read, so the rebuild reproduces every byte (manifest included).
     run_cli("build", "--from-manifest", str(tmp_path / "a" / "manifest.json"), "--out", str(tmp_path / "b"),
