@@ -3,6 +3,9 @@ selenium + chromium-driver): a sample's caption versions render next to their fi
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,17 +23,31 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
+    """`curator inspect --port P` in a subprocess (the real command), until it prints the App's URL."""
     fiftyone_env(tmp_path_factory)
-    from curator.inspect import app_url, build_dataset, fiftyone, launch
+    from curator.inspect import fiftyone
 
-    fo = fiftyone()
+    fo = fiftyone()        # the subprocess inherits this environment (database dir, OpenSSL 1.1 path)
     tmp = tmp_path_factory.mktemp("browser")
     st, ids = build_store(tmp / "store")
-    res = build_dataset(st, name="t-browser", cache_dir=str(tmp / "cache"))
     port = _free_port()
-    launch(res.dataset, port=port)           # returns once the App server answers
-    yield {"ds": res.dataset, "ids": ids, "base": f"http://127.0.0.1:{port}", "url": app_url("127.0.0.1", port, "t-browser")}
-    fo.close_app()
+    url = f"http://127.0.0.1:{port}/datasets/t-browser"
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("curator")), "--store", str(tmp / "store"), "inspect",
+                             "--name", "t-browser", "--port", str(port), "--cache-dir", str(tmp / "cache")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:                 # ends (and fails below) if the command exits instead
+        seen.append(line)
+        if line.startswith("FiftyOne App: "):
+            break
+    assert seen and seen[-1] == f"FiftyOne App: {url}  (Ctrl-C to stop)\n", "".join(seen)
+    assert seen[0] == ("dataset t-browser: 3 added, 0 updated, 3 samples; caption fields: "
+                       "r0_original, r1_self, r2_self, r2_spatial\n"), "".join(seen)
+    try:
+        yield {"ds": fo.load_dataset("t-browser"), "ids": ids, "base": f"http://127.0.0.1:{port}", "url": url}
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 def test_grid_lists_samples_and_caption_fields(app, tmp_path):
