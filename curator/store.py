@@ -103,7 +103,16 @@ class Store:
     def _create(self, table: str) -> None:
         import lance
 
-        empty = schema.TABLES[table].empty_table()
+        sch = schema.TABLES[table]
+        key = KEYS[table]
+        if key:
+            # Declaring the key as Lance's (unenforced) primary key makes concurrent insert-only merges
+            # conflict-check the keys they insert: without it two writers racing on the same new key
+            # both commit (measured: 460 rows for 400 keys with 3 threads; with it: 400).
+            i = sch.get_field_index(key)
+            sch = sch.set(i, sch.field(i).with_nullable(False).with_metadata(
+                {b"lance-schema:unenforced-primary-key": b"true"}))
+        empty = sch.empty_table()
         try:
             lance.write_dataset(empty, self._path(table), mode="create", storage_options=self.storage_options)
         except (OSError, ValueError) as e:
