@@ -18,7 +18,10 @@ HASHED_JSON = ("config.json", "generation_config.json", "tokenizer.json", "token
                "special_tokens_map.json", "processor_config.json", "preprocessor_config.json",
                "video_preprocessor_config.json", "chat_template.json", "model.safetensors.index.json",
                "added_tokens.json")
-_VOLATILE_KEYS = {"transformers_version", "_name_or_path", "name_or_path", "_commit_hash"}
+# Keys that differ between a first save and a save after from_pretrained without changing the model: library
+# version, load path/flags, the dtype echo, and the tokenizer's restatement of its extra special tokens.
+_VOLATILE_KEYS = {"transformers_version", "_name_or_path", "name_or_path", "_commit_hash", "dtype", "torch_dtype",
+                  "is_local", "local_files_only", "model_specific_special_tokens"}
 
 
 def _canonical_json(data: bytes) -> bytes:

@@ -123,7 +123,12 @@ class Generator:
         results = [math.nan] * len(fulls)
         for idx in self._batches(fulls, batch_size):
             inp = self._inputs([images[i] for i in idx], [fulls[i] for i in idx])
-            logits = self.model(**inp).logits.float()
+            # Left padding shifts each row; positions must count real tokens only (as generate() does).
+            # (Qwen2-VL-style models build their own 3-D rope positions from the attention mask.)
+            kw = {}
+            if not self.model.config.model_type.startswith(("qwen2_vl", "qwen2_5_vl", "qwen3_vl")):
+                kw["position_ids"] = (inp["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(**inp, **kw).logits.float()
             logp = torch.log_softmax(logits[:, :-1], dim=-1)
             ids = inp["input_ids"][:, 1:]
             tok_lp = logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)   # log p(token t | tokens < t)
