@@ -7,7 +7,6 @@ random-weight checkpoint and images, same run. Greedy, fixed max_new_tokens.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 import time
@@ -25,7 +24,6 @@ def main():
     a = ap.parse_args()
 
     import torch
-    from PIL import Image
 
     from curator import schema
     from curator.recaption import decode_resize, model_input_size, recaption

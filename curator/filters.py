@@ -100,7 +100,7 @@ def make_configs(filters: list[str] | None = None, thresholds: dict | None = Non
                 p = next(iter(slot))
             if p not in slot:
                 raise InputError(f"unknown {kind} {p!r} for filter {f}", f"{f} has {kind}s {sorted(slot) or 'none'}",
-                                 f"use one of those")
+                                 "use one of those")
             if f not in cfgs:
                 cfgs[f] = FilterConfig(f, dict(DEFAULTS[f]["score"]), dict(DEFAULTS[f]["threshold"]))
             cur = slot[p]
@@ -241,7 +241,7 @@ def text_scores_sql(con, table: pa.Table, cfgs: dict[str, FilterConfig]) -> pa.T
                     f"ELSE 0.0 END AS charset")
     q = f"""
         SELECT {', '.join(cols)} FROM (
-          SELECT caption_id, text, finish_reason,
+          SELECT caption_id, coalesce(text, '') AS text, finish_reason,
                  list_filter(string_split(lower(text), ' '), lambda x: x <> '') AS w,
                  list_filter(list_transform(string_split(lower(text), '.'), lambda x: trim(x)),
                              lambda x: x <> '') AS s
@@ -506,6 +506,7 @@ def _grounding(store, con, cfg, cand, model, batch_size, device, run_id, progres
         c = _apply(store, con, cfg, cand, stored, None, run_id)
         out = {"kept": c["kept"], "rejected": c["rejected"]}
         written += c["written"]
+    from curator.recaption import decode_resize, model_input_size
     from vila2_model.generate import Generator
 
     for captioner in sorted(set(todo.column("captioner").to_pylist())):
@@ -514,11 +515,12 @@ def _grounding(store, con, cfg, cand, model, batch_size, device, run_id, progres
             skipped[f"no checkpoint for captioner {captioner[:12]}"] += sub.num_rows
             continue
         gen = Generator(ckpts[captioner], device=device)
+        size, max_pixels = model_input_size(ckpts[captioner])   # the same resize recaption applied
         rows = sub.to_pylist()
         for s in range(0, len(rows), batch_size):
             chunk = rows[s:s + batch_size]
-            imgs = store.load_images([r["image_id"] for r in chunk])
-            images = [imgs[r["image_id"]] for r in chunk]
+            data = store.image_bytes([r["image_id"] for r in chunk])
+            images = [decode_resize(data[r["image_id"]], size, max_pixels) for r in chunk]
             blanks = [Image.new("RGB", im.size, (128, 128, 128)) for im in images]
             prompts = [r["prompt"] for r in chunk]
             texts = [r["text"] for r in chunk]

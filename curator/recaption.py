@@ -132,7 +132,7 @@ def load_batch(store, job: Job, items: list[WorkItem]):
     fails, ok, images = [], [], []
     try:
         data = store.image_bytes([it.image_id for it in items])
-    except Exception as e:  # a missing/unreadable row: fall back to one at a time to find the bad ones
+    except Exception:  # a missing/unreadable row: fall back to one at a time to find the bad ones
         data = {}
         for it in items:
             try:
