@@ -16,7 +16,7 @@ from curator.store import Store
 from engines_toy import llava_ckpt, make_store
 
 CURATOR = str(Path(sys.executable).with_name("curator"))
-N = 32
+N = 24
 
 
 @pytest.fixture(scope="module")
