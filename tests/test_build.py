@@ -243,3 +243,21 @@ def test_cli_show_sql_custom_sql_and_refusals(world, tmp_path):
         build(store, 2, out=str(tmp_path / "c"))
     listing = run_cli("builds", store=store.uri).stdout
     assert "custom" in listing and "(1 rows)" in listing
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "llava"])
+def test_bad_custom_policies_fail_loudly(world, tmp_path, fmt):
+    store, ids = world
+    base = "SELECT image_id AS id, image_id, [{'from': 'human', 'value': '<image>'}] AS conversations FROM images"
+    cases = [
+        (base + " UNION ALL " + base, r"^build SQL returned 8 duplicate id\(s\), e\.g\. "),
+        ("SELECT 'x' AS id, 'ab' AS image_id, [{'from': 'gpt', 'value': 'v'}] AS conversations",
+         r"^1 sample\(s\) name an image_id that is not in the images table"),
+        ("SELECT image_id AS id, image_id FROM images", r"^build SQL lacks column\(s\) \['conversations'\]"),
+        ("SELECT nope FROM images", "^build SQL failed — Binder Error"),
+    ]
+    for i, (sql, msg) in enumerate(cases):
+        with pytest.raises(InputError, match=msg):
+            build(store, 2, "custom", fmt, sql=sql, out=str(tmp_path / str(i)))
+    runs = store.sql("SELECT status, count(*) AS n FROM runs WHERE kind = 'build' GROUP BY status").to_pylist()
+    assert runs == [{"status": "failed", "n": 4}]
