@@ -327,7 +327,31 @@ def _write_verdicts(store, con, cfg: FilterConfig, scores: pa.Table, run_id: str
     finally:
         con.unregister("_scores")
     ch = cfg.config_hash
-    ids = [schema.verdict_key(c, cfg.name, ch) for c in t.column("caption_id").to_pylist()]
+    # Which config is *current* per caption (latest verdict). Re-applying a config that is already current
+    # writes nothing (idempotent reruns); re-applying an older config after another one (defaults → custom
+    # threshold → defaults) must become current again, but its verdict_id = key(caption, filter, config_hash)
+    # is taken, so that re-application gets a key salted with the run id (config_hash stays the config's).
+    cur = store.connect()
+    try:
+        rows_now = cur.sql("SELECT caption_id, config_hash, verdict_id FROM verdicts WHERE filter = $f "
+                           "QUALIFY row_number() OVER (PARTITION BY caption_id ORDER BY created_at DESC) = 1",
+                           params={"f": cfg.name}).fetchall()
+        taken = {r[0] for r in cur.sql("SELECT verdict_id FROM verdicts WHERE filter = $f AND config_hash = $h",
+                                       params={"f": cfg.name, "h": ch}).fetchall()}
+    finally:
+        cur.close()
+    current = {c: h for c, h, _ in rows_now}
+    cids = t.column("caption_id").to_pylist()
+    todo = [i for i, c in enumerate(cids) if current.get(c) != ch]
+    kept_all = t.column("keep").to_pylist()
+    reasons_all = t.column("reason").to_pylist()
+    rejected = Counter(r for r, k in zip(reasons_all, kept_all) if not k)
+    summary = {"kept": len(cids) - sum(rejected.values()), "rejected": sum(rejected.values())}
+    t = t.take(pa.array(todo, pa.int64()))
+    ids = []
+    for c in t.column("caption_id").to_pylist():
+        vid = schema.verdict_key(c, cfg.name, ch)
+        ids.append(vid if vid not in taken else schema.verdict_key(c, cfg.name, f"{ch}|{run_id}"))
     n = t.num_rows
     rows = pa.table({
         "verdict_id": ids, "caption_id": t.column("caption_id"), "filter": [cfg.name] * n,
@@ -336,8 +360,7 @@ def _write_verdicts(store, con, cfg: FilterConfig, scores: pa.Table, run_id: str
         "run_id": [run_id] * n, "created_at": pa.array([_now()] * n, schema.TS),
     })
     added = store.add_verdicts(rows) if n else 0
-    rejected = Counter(r for r, k in zip(t.column("reason").to_pylist(), t.column("keep").to_pylist()) if not k)
-    return added, {"kept": n - sum(rejected.values()), "rejected": sum(rejected.values()), "written": added}
+    return added, {**summary, "written": added}
 
 
 def _template_limit(cfg: FilterConfig, n_captions: int) -> FilterConfig:

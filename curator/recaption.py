@@ -280,7 +280,9 @@ def recaption(store, round: int, model: str, prompts: str = "vila2", kind: str =
             counts["added"] += c["added"]
             counts["failed"] += c["failed"]
         elif todo:
+            t_load = time.perf_counter()
             eng = make_engine(engine, model, device, dtype=dtype)
+            counts["load_seconds"] = float(f"{time.perf_counter() - t_load:.3f}")
             _run_local(store, eng, job, todo, counts, progress, on_batch)
     except BaseException as e:
         counts["seconds"] = float(f"{time.perf_counter() - t0:.3f}")
@@ -320,5 +322,6 @@ def format_summary(counts: dict) -> str:
     if counts.get("retried"):
         lines.append(f"  retried {counts['retried']} image(s) that failed in an earlier run")
     if "seconds" in counts:
-        lines.append(f"  {counts['seconds']:.1f} s, {counts.get('images_per_s', 0):.2f} images/s")
+        load = f" (model load {counts['load_seconds']:.1f} s)" if "load_seconds" in counts else ""
+        lines.append(f"  {counts['seconds']:.1f} s{load}, {counts.get('images_per_s', 0):.2f} images/s")
     return "\n".join(lines)

@@ -115,6 +115,14 @@ def test_rethreshold_reuses_scores(tmp_path):
     assert len(rows) == 2 and rows[0]["config_hash"] != rows[1]["config_hash"]
     assert rows[0]["score"] == rows[1]["score"] == 2.0
     assert json.loads(rows[1]["config"])["min_words"] == 2
+    # Back to the default threshold: it becomes current again (new rows), and a rerun writes nothing.
+    back = filters.run_filters(store, 1, filters=["length"])
+    assert back["filters"]["length"]["written"] == 12 and back["filters"]["length"]["computed"] == 0
+    assert latest_verdicts(store)[(ids[SHORT], "length")] == (False, "length: 2 words < min 5", 2.0)
+    assert filters.run_filters(store, 1, filters=["length"])["filters"]["length"]["written"] == 0
+    n_rows = store.sql("SELECT count(*) AS n FROM verdicts WHERE filter = 'length'").column("n")[0].as_py()
+    assert n_rows == 36 and store.sql("SELECT count(DISTINCT verdict_id) AS n FROM verdicts").column("n")[0].as_py() \
+        == store.sql("SELECT count(*) AS n FROM verdicts").column("n")[0].as_py()
     # Changing a score parameter (n) does recompute.
     res = filters.run_filters(store, 1, filters=["ngram"], params={"ngram.n": "2"})
     assert res["filters"]["ngram"]["computed"] == 12

@@ -95,9 +95,10 @@ def prompts_cmd(prompts_file):
               help="Captioner checkpoint for the grounding filter (default: its path in the models table).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--report", is_flag=True, help="Print counts by filter and reason (latest verdicts).")
+@click.option("--report", is_flag=True, help="After filtering, print counts by filter and reason (latest verdicts).")
+@click.option("--report-only", is_flag=True, help="Only print the report; score nothing.")
 @click.pass_context
-def filter_cmd(ctx, round_, filter_names, thresholds, params, kind, model, device, batch_size, report):
+def filter_cmd(ctx, round_, filter_names, thresholds, params, kind, model, device, batch_size, report, report_only):
     """Score a round's recaptions and store one verdict per caption × filter (captions are never deleted).
 
     The repetition cut stores the cut text as a new caption version (transform=repcut). Changing a
@@ -108,13 +109,14 @@ def filter_cmd(ctx, round_, filter_names, thresholds, params, kind, model, devic
       curator filter --round 1
       curator filter --round 1 --threshold length.min_words=8 --report
       curator filter --round 1 --filters grounding --model runs/r0/sft
+      curator filter --round 1 --report-only
     """
     from curator.cli import open_store
     from curator.filters import filter_report, parse_thresholds, run_filters
 
     store = open_store(ctx)
     names = [f.strip() for f in filter_names.split(",") if f.strip()] if filter_names else None
-    if not (report and not filter_names and not thresholds and not params):
+    if not report_only:
         counts = run_filters(store, round_, filters=names, thresholds=parse_thresholds(list(thresholds)),
                              params=parse_thresholds(list(params)), kind=kind, model=model, device=device,
                              batch_size=batch_size)
@@ -124,7 +126,7 @@ def filter_cmd(ctx, round_, filter_names, thresholds, params, kind, model, devic
             extra = f"  skipped {c['skipped']}" if c.get("skipped") else ""
             click.echo(f"  {name:<11} kept {c['kept']:>7}  rejected {c['rejected']:>7}  "
                        f"computed {c['computed']:>7}  reused {c['reused']:>7}  new verdicts {c['written']:>7}{extra}")
-    if report:
+    if report or report_only:
         r = filter_report(store, round_, kind)
         click.echo(f"round {round_}: {r['captions']} captions, {r['accepted']} accepted (no latest verdict rejects)")
         for row in r["by_reason"]:
