@@ -132,10 +132,12 @@ def _vllm_pipeline(ray, ds, job, num_workers: int):
         detokenize_stage=True)
 
     def pre(row):
-        from PIL import Image
+        import base64
 
-        im = Image.open(io.BytesIO(row["png"])).convert("RGB")
-        return dict(row, messages=[{"role": "user", "content": [{"type": "image", "image": im},
+        # OpenAI chat format with a data URL: a plain string column (no pickled PIL objects between stages),
+        # parsed by vLLM's own multimodal chat parser in the prepare-multimodal stage.
+        url = "data:image/png;base64," + base64.b64encode(row["png"]).decode()
+        return dict(row, messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
                                                                 {"type": "text", "text": row["prompt"]}]}],
                     sampling_params=dict(max_tokens=s["max_new_tokens"], seed=s["seed"],
                                          temperature=s["temperature"] if s["do_sample"] else 0.0,
