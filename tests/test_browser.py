@@ -2,9 +2,11 @@
 selenium + chromium-driver): a sample's caption versions render next to their field names."""
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,22 +34,32 @@ def app(tmp_path_factory):
     st, ids = build_store(tmp / "store")
     port = _free_port()
     url = f"http://127.0.0.1:{port}/datasets/t-browser"
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("curator")), "--store", str(tmp / "store"), "inspect",
-                             "--name", "t-browser", "--port", str(port), "--cache-dir", str(tmp / "cache")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen = []
-    for line in proc.stdout:                 # ends (and fails below) if the command exits instead
-        seen.append(line)
-        if line.startswith("FiftyOne App: "):
-            break
-    assert seen and seen[-1] == f"FiftyOne App: {url}  (Ctrl-C to stop)\n", "".join(seen)
-    assert seen[0] == ("dataset t-browser: 3 added, 0 updated, 3 samples; caption fields: "
-                       "r0_original, r1_self, r2_self, r2_spatial\n"), "".join(seen)
+    log = tmp / "inspect.out"
+    # stdout to a file, not a pipe: the mongod service the command starts inherits it and outlives the command
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("curator")), "--store", str(tmp / "store"),
+                                 "inspect", "--name", "t-browser", "--port", str(port), "--cache-dir", str(tmp / "cache")],
+                                stdout=out, stderr=subprocess.STDOUT, text=True)
     try:
+        seen = _wait_for_line(proc, log, "FiftyOne App: ")
+        assert seen[-1] == f"FiftyOne App: {url}  (Ctrl-C to stop)", "\n".join(seen)
+        assert seen[0] == ("dataset t-browser: 3 added, 0 updated, 3 samples; caption fields: "
+                           "r0_original, r1_self, r2_self, r2_spatial"), "\n".join(seen)
         yield {"ds": fo.load_dataset("t-browser"), "ids": ids, "base": f"http://127.0.0.1:{port}", "url": url}
     finally:
-        proc.terminate()
+        proc.send_signal(signal.SIGINT)      # Ctrl-C: the command stops serving and exits cleanly
         proc.wait()
+    assert proc.returncode == 0 and log.read_text().endswith("App stopped.\n"), log.read_text()
+
+
+def _wait_for_line(proc, log: Path, prefix: str) -> list[str]:
+    """Lines the command printed up to the first starting with prefix; fails if the command exits first."""
+    while True:
+        lines = log.read_text().splitlines()
+        if any(x.startswith(prefix) for x in lines):
+            return lines[:next(i for i, x in enumerate(lines) if x.startswith(prefix)) + 1]
+        assert proc.poll() is None, f"curator inspect exited {proc.returncode}:\n" + "\n".join(lines)
+        time.sleep(0.5)
 
 
 def test_grid_lists_samples_and_caption_fields(app, tmp_path):

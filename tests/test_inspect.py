@@ -41,7 +41,7 @@ def test_inspect_builds_one_sample_per_image_with_caption_fields(fo, tmp_path):
     code, out = run(tmp_path / "store", "inspect", "--no-launch", "--name", "t-build", "--cache-dir", str(cache))
     assert code == 0, out
     assert out == (f"dataset t-build: 3 added, 0 updated, 3 samples; caption fields: {CAPTION_FIELDS}\n"
-                   "not launched; to view: fiftyone app launch t-build\n")
+                   "not launched; to view: curator inspect --name t-build (or fiftyone app launch t-build)\n")
     ds = fo.load_dataset("t-build")
     assert ds.persistent and len(ds) == 3
     s = _samples(ds)

@@ -45,7 +45,7 @@ def register(cli: click.Group) -> None:
         \b
         Example:
           curator inspect --rounds 0,1,2 --where "source = 'synthetic'" --limit 200
-          curator inspect --no-launch --name round2 && fiftyone app launch round2
+          curator inspect --no-launch --name round2 --rounds 2 --kind self --kind spatial
         """
         from curator import inspect as ins
 
@@ -55,11 +55,14 @@ def register(cli: click.Group) -> None:
         click.echo(f"dataset {res.name}: {res.added} added, {res.updated} updated, "
                    f"{len(res.dataset)} samples; caption fields: {', '.join(res.caption_fields) or '-'}")
         if no_launch:
-            click.echo(f"not launched; to view: fiftyone app launch {res.name}")
+            click.echo(f"not launched; to view: curator inspect --name {res.name} (or fiftyone app launch {res.name})")
             return
         session = ins.launch(res.dataset, port=port, address=address)
         click.echo(f"FiftyOne App: {ins.app_url(address, port, res.name)}  (Ctrl-C to stop)")
-        session.wait()
+        try:
+            session.wait(-1)          # serve until Ctrl-C (not until the last browser tab closes)
+        except KeyboardInterrupt:
+            click.echo("App stopped.")
 
     @cli.command("show")
     @click.argument("image_id")
