@@ -87,7 +87,9 @@ def test_rerun_updates_and_never_duplicates(fo, tmp_path):
     c2 = _cap(ids["C"], 2, "self", "a green square.", 40, CKPT2, "long-1")
     assert st.add_captions([c2]) == 1
     assert st.add_verdicts([_verdict(ids["captions"]["B2"], "grounding", False, 0.1, "low clip score", 41,
-                                     {"min": 0.2})]) == 1
+                                     {"min": 0.2}),
+                            # C1's repetition score re-thresholded: now kept, so its rejected tag must go
+                            _verdict(ids["captions"]["C1"], "repetition", True, 3.0, "", 42, {"max_repeat": 3})]) == 2
     code, out = run(tmp_path / "store", *args)
     assert code == 0, out
     assert out.splitlines()[0] == f"dataset t-rerun: 0 added, 3 updated, 3 samples; caption fields: {CAPTION_FIELDS}"
@@ -97,7 +99,7 @@ def test_rerun_updates_and_never_duplicates(fo, tmp_path):
     assert s[ids["C"]]["r2_self"] == "a green square."
     assert s[ids["B"]].tags == ["rejected:r2_self:grounding"]
     assert s[ids["B"]]["r2_self_verdict"] == "rejected: grounding (low clip score)"
-    assert s[ids["C"]].tags == ["rejected:r1_self:repetition"]
+    assert s[ids["C"]].tags == [] and s[ids["C"]]["r1_self_verdict"] == "accepted"
 
 
 def test_where_limit_rounds_and_kind_choose_the_sample(fo, tmp_path):
