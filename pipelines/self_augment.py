@@ -154,6 +154,12 @@ def one_round(run: StepRunner, store, work: Path, k: int, prev: dict | None, sft
                 "counts": b.manifest.get("counts", {})}
 
     b = run.step(f"round-{k}/build", do_build, round=k)
+    fell_back = b.get("counts", {}).get("fallback_to_original", 0)
+    if k > 0 and policy != "original" and fell_back:
+        run.log(f"warning: round {k}: {fell_back} of {b['rows']} images have no accepted recaption and fell back "
+                "to the original caption" + (" — ALL of them: this round trains on round 0's data "
+                                             "(see `curator filter --round {k} --report`)".format(k=k)
+                                             if fell_back == b["rows"] else ""))
     name = f"round-{k}" if policy == cfg.policy or k == 0 else f"round-{k}-{policy}"
     t = run.step(f"round-{k}/train", lambda: train_and_register(
         store, work, name, b["path"], b["build_id"], sft_data, cfg, k,

@@ -1,6 +1,189 @@
-"""CLI commands for this area (see curator/cli.py). Each command's help ends with an example."""
+"""CLI: `curator world`, `curator run self-augment`, `curator run specialist-augment`, `curator report`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
 import click
+
+from curator.errors import InputError
+
+
+def _world_paths(world: str | None, sft: str | None, eval_: str | None) -> tuple[str, str]:
+    if world:
+        w = Path(world)
+        sft = sft or str(w / "sft" / "data.json")
+        eval_ = eval_ or str(w / "eval" / "eval.json")
+    if not sft or not eval_:
+        raise InputError("the loop needs an SFT set and an eval set", "neither --world nor --sft/--eval was given",
+                         "pass --world DIR (from `curator world`) or --sft PATH --eval PATH")
+    return sft, eval_
+
+
+def _loop_options(f):
+    opts = [
+        click.option("--world", type=click.Path(), help="a directory written by `curator world` (gives --sft/--eval)."),
+        click.option("--sft", type=click.Path(), help="SFT set (LLaVA JSON / Parquet / WebDataset) for stage 3."),
+        click.option("--eval", "eval_", type=click.Path(), help="held-out eval.json with ground truth."),
+        click.option("--work", default="curator_work", show_default=True, type=click.Path(),
+                     help="where checkpoints, builds and eval outputs go."),
+        click.option("--preset", default="tiny", show_default=True, help="model preset (vila2_model/presets)."),
+        click.option("--epochs-pretrain", type=float, default=2.0, show_default=True),
+        click.option("--epochs-sft", type=float, default=6.0, show_default=True),
+        click.option("--max-steps", type=int, default=None, help="cap optimizer steps per stage (smoke runs)."),
+        click.option("--engine", default="transformers", show_default=True,
+                     type=click.Choice(["transformers", "vllm", "ray"])),
+        click.option("--batch-size", type=int, default=64, show_default=True, help="recaption batch size."),
+        click.option("--max-new-tokens", type=int, default=96, show_default=True),
+        click.option("--limit", type=int, default=None, help="recaption at most N images per round."),
+        click.option("--eval-limit", type=int, default=None, help="grade only the first N eval items."),
+        click.option("--device", default="cpu", show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _loop_config(rounds=3, policy="concat", min_gain=None, filters="", **kw):
+    from pipelines.self_augment import LoopConfig, RecaptionArgs, TrainArgs
+
+    flt = tuple(x for x in filters.split(",") if x) if filters else LoopConfig().filters
+    return LoopConfig(
+        rounds=rounds, policy=policy, min_gain=min_gain, seed=kw["seed"], eval_limit=kw["eval_limit"], filters=flt,
+        train=TrainArgs(preset=kw["preset"], epochs_pretrain=kw["epochs_pretrain"], epochs_sft=kw["epochs_sft"],
+                        max_steps=kw["max_steps"], device=kw["device"]),
+        recaption=RecaptionArgs(engine=kw["engine"], batch_size=kw["batch_size"], max_new_tokens=kw["max_new_tokens"],
+                                limit=kw["limit"]))
+
+
+def _print_rounds(rounds: list[dict]) -> None:
+    keys = ("caption_precision", "caption_recall", "caption_p_x_r", "caption_words", "vqa_accuracy")
+    click.echo("round  " + "  ".join(f"{k:>18}" for k in keys))
+    for r in rounds:
+        m = r["metrics"]
+        click.echo(f"{r['round']:>5}  " + "  ".join(
+            f"{m[k]:>18.3f}" if isinstance(m.get(k), (int, float)) else f"{'':>18}" for k in keys))
 
 
 def register(cli: click.Group) -> None:
-    pass
+    from curator.cli import open_store
+
+    @cli.command("world")
+    @click.option("--out", required=True, type=click.Path(), help="directory to write the world into.")
+    @click.option("--n", "n_pretrain", type=int, default=4000, show_default=True, help="pretraining images.")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--config", "config_path", type=click.Path(exists=True), default=None,
+                  help="WorldConfig YAML/JSON (see examples/synthetic_world.yaml).")
+    def world_cmd(out, n_pretrain, seed, config_path):
+        """Generate the synthetic world: pretraining images + alt-text manifest, SFT, specialist task and eval sets.
+
+        \b
+        Example:
+          curator world --out world --n 2000 --seed 0
+          curator ingest --manifest world/pretrain/manifest.jsonl
+        """
+        from curator.synthetic import generate_world, load_world_config
+
+        cfg = load_world_config(config_path) if config_path else None
+        paths = generate_world(out, n_pretrain=n_pretrain, seed=seed, cfg=cfg, progress=True)
+        click.echo(f"world written to {paths.root}: " + json.dumps(paths.counts))
+
+    @cli.group("run")
+    def run_group():
+        """Run the VILA² loops (resumable: rerun the same command after a crash).
+
+        \b
+        Example:
+          curator run self-augment --world world --rounds 3
+          curator run specialist-augment --world world --specialists spatial,grounding,ocr
+        """
+
+    @run_group.command("self-augment")
+    @click.option("--rounds", type=int, default=3, show_default=True, help="self-augment rounds after round 0.")
+    @click.option("--policy", default="concat", show_default=True,
+                  type=click.Choice(["original", "recaption", "concat"]), help="build policy for rounds ≥ 1.")
+    @click.option("--min-gain", type=float, default=0.005, show_default=True,
+                  help="stop early when caption precision×recall improves by less than this.")
+    @click.option("--filters", default="", help="comma list of filters (default: the text filters).")
+    @_loop_options
+    @click.pass_context
+    def self_augment_cmd(ctx, rounds, policy, min_gain, filters, world, sft, eval_, work, **kw):
+        """Round 0 on the original captions, then recaption → filter → build → retrain from scratch → eval → tag.
+
+        \b
+        Example:
+          curator run self-augment --world world --rounds 3 --work runs/exp1
+        """
+        from pipelines.self_augment import run_self_augment
+
+        sft, eval_ = _world_paths(world, sft, eval_)
+        store = open_store(ctx, create=True)
+        cfg = _loop_config(rounds, policy, min_gain, filters, **kw)
+        res = run_self_augment(store, work, sft, eval_, cfg, log=click.echo)
+        _print_rounds(res["rounds"])
+        if res["stopped"]:
+            click.echo(res["stopped"])
+        click.echo(f"pipeline {res['pipeline_id']}: {len(res['ran'])} steps run, {len(res['skipped'])} resumed")
+
+    @run_group.command("specialist-augment")
+    @click.option("--specialists", default="spatial,grounding,ocr", show_default=True,
+                  help="comma list; task data from --world tasks/<name>/data.json or --specialist-data.")
+    @click.option("--specialist-data", multiple=True, help="NAME=PATH task data for a specialist (repeatable).")
+    @click.option("--prompts-file", type=click.Path(exists=True), default=None,
+                  help="prompts YAML with the specialists' prompt sets and question pools.")
+    @click.option("--ft-epochs", type=float, default=4.0, show_default=True, help="specialist fine-tune epochs.")
+    @click.option("--ft-max-steps", type=int, default=None)
+    @_loop_options
+    @click.pass_context
+    def specialist_cmd(ctx, specialists, specialist_data, prompts_file, ft_epochs, ft_max_steps, world, sft, eval_,
+                       work, **kw):
+        """Fine-tune specialists from the latest generalist's stage-2 checkpoint, recaption with each, build
+        with specialist-qa, retrain the generalist from scratch, evaluate.
+
+        \b
+        Example:
+          curator run specialist-augment --world world --specialists spatial,grounding,ocr --work runs/exp1
+        """
+        from pipelines.specialist_augment import SpecialistArgs, SpecialistConfig, run_specialist_augment
+
+        sft, eval_ = _world_paths(world, sft, eval_)
+        data = {}
+        for item in specialist_data:
+            if "=" not in item:
+                raise InputError(f"--specialist-data {item!r} is not NAME=PATH", "", "e.g. --specialist-data charts=charts.json")
+            k, v = item.split("=", 1)
+            data[k] = v
+        for name in [s for s in specialists.split(",") if s]:
+            if name not in data:
+                if not world:
+                    raise InputError(f"no task data for specialist {name!r}", "neither --world nor --specialist-data gave it",
+                                     f"pass --specialist-data {name}=PATH")
+                data[name] = str(Path(world) / "tasks" / name / "data.json")
+        store = open_store(ctx)
+        cfg = SpecialistConfig(specialists=data, loop=_loop_config(**kw), prompts_file=prompts_file,
+                               finetune=SpecialistArgs(epochs=ft_epochs, max_steps=ft_max_steps))
+        res = run_specialist_augment(store, work, sft, eval_, cfg, log=click.echo)
+        click.echo(f"round {res['round']} (specialists) vs round {res['base_round']}:")
+        for k in sorted(res["metrics"]):
+            a, b = res["metrics_before"].get(k), res["metrics"].get(k)
+            if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+                click.echo(f"  {k:<28} {a:7.3f} → {b:7.3f}  ({b - a:+.3f})")
+
+    @cli.command("report")
+    @click.option("--out", default="report.html", show_default=True, type=click.Path(), help="HTML file to write.")
+    @click.option("--gallery", type=int, default=8, show_default=True, help="images in the gallery.")
+    @click.option("--at", default=None, help="a tag or version to report on (default: now).")
+    @click.pass_context
+    def report_cmd(ctx, out, gallery, at):
+        """Write the round report (one self-contained HTML file) and print the per-round metrics table.
+
+        \b
+        Example:
+          curator report --out report.html
+        """
+        from curator.report import report
+
+        path, table = report(open_store(ctx), out, gallery_size=gallery, at=at)
+        click.echo(table)
+        click.echo(f"report: {path}")

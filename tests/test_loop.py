@@ -1,0 +1,142 @@
+"""The whole VILA² loop at toy size: real world, real store, real micro model that trains a few steps,
+real recaption / filter / build / eval; then resume after an injected failure in a real subprocess."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from curator.ingest import ingest
+from curator.store import Store
+from curator.synthetic import WorldConfig, generate_world
+from pipelines.self_augment import LoopConfig, RecaptionArgs, TrainArgs, run_self_augment
+from pipelines.specialist_augment import SpecialistArgs, SpecialistConfig, run_specialist_augment
+
+N = 96
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    d = tmp_path_factory.mktemp("world")
+    generate_world(d, n_pretrain=N, seed=3, cfg=WorldConfig(n_eval=12))
+    return d
+
+
+def toy_loop(rounds=2) -> LoopConfig:
+    # 3 optimizer steps make a model that writes empty captions; the length/template filters would reject
+    # them all and every round would train on round 0's data again — keep a filter that passes them.
+    return LoopConfig(rounds=rounds, min_gain=None, eval_limit=8, seed=0, filters=("charset",),
+                      train=TrainArgs(preset="micro", max_steps=3, batch_size=16),
+                      recaption=RecaptionArgs(max_new_tokens=24, batch_size=48))
+
+
+def _store_with_world(tmp_path, world):
+    store = Store(str(tmp_path / "store"), create=True)
+    ingest(store, manifest=str(world / "pretrain" / "manifest.jsonl"))
+    return store
+
+
+def test_full_loop_artifacts_and_lineage(tmp_path, world):
+    store = _store_with_world(tmp_path, world)
+    sft, ev = str(world / "sft" / "data.json"), str(world / "eval" / "eval.json")
+    logs = []
+    res = run_self_augment(store, tmp_path / "work", sft, ev, toy_loop(), log=logs.append)
+    assert [r["round"] for r in res["rounds"]] == [0, 1, 2]
+    assert res["stopped"] is None
+    tasks = {n: str(world / "tasks" / n / "data.json") for n in ("spatial", "grounding", "ocr")}
+    sres = run_specialist_augment(store, tmp_path / "work", sft, ev,
+                                  SpecialistConfig(specialists=tasks, loop=toy_loop(),
+                                                   finetune=SpecialistArgs(max_steps=2)), log=logs.append)
+    assert sres["round"] == 3 and sres["base_round"] == 2
+
+    # tags for every round
+    assert {"round-0", "round-1", "round-2", "round-3"} <= set(store.tags())
+    # every step recorded once, ok
+    steps = store.sql("SELECT json_extract_string(config, '$.step') AS step, status FROM runs WHERE kind = 'step'"
+                      ).to_pylist()
+    names = [s["step"] for s in steps]
+    assert len(names) == len(set(names)), names
+    assert all(s["status"] == "ok" for s in steps)
+    assert "round-2/recaption" in names and "specialist/ocr/finetune" in names and "round-3/eval" in names
+
+    # one recaption per pretraining image per round (N images), exactly
+    per_round = {r["round"]: r["n"] for r in store.sql(
+        "SELECT round, count(*) AS n FROM captions WHERE kind = 'self' AND transform = '' GROUP BY round").to_pylist()}
+    assert per_round == {1: N, 2: N}
+    spec = {r["kind"]: r["n"] for r in store.sql(
+        "SELECT kind, count(*) AS n FROM captions WHERE round = 3 AND transform = '' GROUP BY kind").to_pylist()}
+    assert spec == {"spatial": N, "grounding": N, "ocr": N}
+
+    # lineage: round-k captions were written by round k-1's SFT model; round-k model trained on round-k build
+    # (toy models can come out byte-identical across rounds — same id — so check against the loop's outputs)
+    for k in (1, 2):
+        captioners = {r["captioner"] for r in store.sql(
+            f"SELECT DISTINCT captioner FROM captions WHERE kind = 'self' AND round = {k}").to_pylist()}
+        assert captioners == {res["rounds"][k - 1]["models"]["sft"]}
+    known = {r["model_id"] for r in store.sql("SELECT model_id FROM models WHERE stage = 'sft'").to_pylist()}
+    assert {r["models"]["sft"] for r in res["rounds"]} <= known
+    trained = store.sql("""
+        SELECT m.round, b.round AS build_round, b.policy FROM models m JOIN builds b ON b.build_id = m.trained_on
+        WHERE m.role = 'generalist' AND m.stage = 'pretrain' ORDER BY m.round""").to_pylist()
+    assert all(t["round"] == t["build_round"] for t in trained), trained
+    assert [t["policy"] for t in trained][0] == "original" and trained[-1]["policy"] == "specialist-qa"
+    assert {t["policy"] for t in trained} == {"original", "concat", "specialist-qa"}
+    specialists = store.sql("SELECT role, parent_model_id FROM models WHERE stage = 'specialist' ORDER BY role"
+                            ).to_pylist()
+    stage2_r2 = store.sql("SELECT model_id FROM models WHERE round = 2 AND stage = 'pretrain' AND role = 'generalist'"
+                          ).to_pylist()[0]["model_id"]
+    assert [s["role"] for s in specialists] == ["grounding", "ocr", "spatial"]
+    assert {s["parent_model_id"] for s in specialists} == {stage2_r2}
+    # every generalist SFT model has eval metrics
+    metrics = store.sql("SELECT round, metrics FROM models WHERE role = 'generalist' AND stage = 'sft' ORDER BY round"
+                        ).to_pylist()
+    assert [m["round"] for m in metrics][0] == 0 and metrics[-1]["round"] == 3
+    for m in metrics:
+        assert "caption_p_x_r" in json.loads(m["metrics"])
+
+    # the report
+    from curator.report import report
+
+    path, table = report(store, tmp_path / "report.html", gallery_size=3)
+    html = Path(path).read_text()
+    assert "Gallery" in html and html.count("data:image/png;base64,") >= 3 + 2
+    assert table.splitlines()[0].startswith("round")
+    assert len(table.splitlines()) == 2 + len(metrics)
+
+    # rerunning the same loop does nothing new
+    before = store.versions()
+    res2 = run_self_augment(store, tmp_path / "work", sft, ev, toy_loop(), log=logs.append)
+    assert res2["ran"] == [] and len(res2["skipped"]) == len(res["ran"])
+    assert store.versions()["captions"] == before["captions"]
+
+
+def test_resume_after_injected_failure_subprocess(tmp_path, world):
+    store_dir = tmp_path / "store"
+    store = _store_with_world(tmp_path, world)
+    del store
+    cmd = [sys.executable, "-m", "curator.cli", "--store", str(store_dir), "run", "self-augment",
+           "--world", str(world), "--work", str(tmp_path / "work"), "--rounds", "1", "--preset", "micro",
+           "--max-steps", "2", "--max-new-tokens", "16", "--eval-limit", "4", "--min-gain", "-1",
+           "--filters", "charset"]
+    env = dict(os.environ, CURATOR_FAIL_AFTER_STEP="round-1/recaption")
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert p.stderr.strip().splitlines()[-1] == (
+        "Error: injected failure after step round-1/recaption — CURATOR_FAIL_AFTER_STEP is set — "
+        "unset it and rerun the same command to resume")
+    env.pop("CURATOR_FAIL_AFTER_STEP")
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "[skip] round-0/train (done in an earlier run)" in p.stdout
+    assert "[skip] round-1/recaption (done in an earlier run)" in p.stdout
+    assert "[step] round-1/filter" in p.stdout
+    store = Store(str(store_dir))
+    ok = store.sql("SELECT json_extract_string(config, '$.step') AS step, count(*) AS n FROM runs "
+                   "WHERE kind = 'step' AND status = 'ok' GROUP BY step").to_pylist()
+    assert all(r["n"] == 1 for r in ok), ok
+    assert {r["step"] for r in ok} >= {"round-0/train", "round-1/recaption", "round-1/filter", "round-1/tag"}
+    dup = store.sql("SELECT count(*) AS n, count(DISTINCT caption_id) AS d FROM captions").to_pylist()[0]
+    assert dup["n"] == dup["d"]
+    assert store.sql("SELECT count(*) AS n FROM captions WHERE round = 1 AND transform = ''").to_pylist()[0]["n"] == N
