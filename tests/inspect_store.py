@@ -135,3 +135,10 @@ def fiftyone_env(tmp_path_factory) -> str:
         os.environ["FIFTYONE_DATABASE_DIR"] = _FO_DIR[0]
         os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
     return _FO_DIR[0]
+
+
+def drop_datasets(fo, names) -> None:
+    """Start from no such datasets (they persist in the database when it is not this session's own)."""
+    for n in names:
+        if fo.dataset_exists(n):
+            fo.delete_dataset(n)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from inspect_store import build_store, fiftyone_env
+from inspect_store import build_store, drop_datasets, fiftyone_env
 from browser.chrome import caption_pairs, hide_promo, open_chromium, wait_for_text
 
 pytestmark = pytest.mark.browser
@@ -30,6 +30,7 @@ def app(tmp_path_factory):
     from curator.inspect import fiftyone
 
     fo = fiftyone()        # the subprocess inherits this environment (database dir, OpenSSL 1.1 path)
+    drop_datasets(fo, ["t-browser"])
     tmp = tmp_path_factory.mktemp("browser")
     st, ids = build_store(tmp / "store")
     port = _free_port()

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from curator.cli import cli
-from inspect_store import CKPT2, T0, _cap, _verdict, build_store, fiftyone_env
+from inspect_store import CKPT2, _cap, _verdict, build_store, drop_datasets, fiftyone_env
 
 pytestmark = pytest.mark.browser   # needs what scripts/setup_inspect.sh installs (make test runs it)
 
@@ -23,7 +23,9 @@ def fo(tmp_path_factory):
     fiftyone_env(tmp_path_factory)
     from curator.inspect import fiftyone
 
-    return fiftyone()
+    fo = fiftyone()
+    drop_datasets(fo, ["t-build", "t-rerun", "t-where", "t-kind", "t-external"])
+    return fo
 
 
 def run(store_path, *args):
