@@ -6,7 +6,6 @@ vila2_model, recorded as a run, so the lineage captions ← checkpoint ← build
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -73,56 +72,24 @@ def _check(cfg: LoopConfig, sft_data: str, eval_json: str) -> None:
                              "generate them with `curator world --out DIR` or pass --sft/--eval")
 
 
-def train_and_register(store, work: Path, name: str, build_dir: str, build_id: str, sft_data: str,
-                       cfg: LoopConfig, round: int, parent: str | None, extra_tokenizer_texts=None) -> dict:
-    """Stages 1–3 from scratch on `build_dir`, then register every stage's checkpoint in `models`."""
-    from vila2_model.checkpoint import content_hash
-    from vila2_model.train import train_vlm
+def train_and_register(store, work: Path, name: str, build_id: str, sft_data: str, cfg: LoopConfig, round: int,
+                       parent: str | None) -> dict:
+    """Stages 1–3 from scratch on the build, each stage registered in `models` (curator.training)."""
+    from curator.training import train
 
     t = cfg.train
-    run_id = store.start_run("train", round, {"build_id": build_id, "sft": str(sft_data), "recipe": asdict(t),
-                                              "seed": cfg.seed})
-    try:
-        paths = train_vlm(work / "models" / name, build_dir, sft_data, preset=t.preset, seed=cfg.seed,
-                          epochs_align=t.epochs_align, epochs_pretrain=t.epochs_pretrain, epochs_sft=t.epochs_sft,
-                          batch_size=t.batch_size, max_steps=t.max_steps, device=t.device, progress=False,
-                          tokenizer_texts=extra_tokenizer_texts)
-    except BaseException as e:
-        store.finish_run(run_id, "failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
-        raise
-    prev = parent
-    ids = {}
-    for stage in ("align", "pretrain", "sft"):
-        if stage not in paths:
-            continue
-        mid = content_hash(paths[stage])
-        store.register_model({"model_id": mid, "round": round, "role": "generalist", "stage": stage,
-                              "path": str(Path(paths[stage]).resolve()), "preset": t.preset,
-                              "trained_on": build_id if stage != "sft" else str(sft_data),
-                              "parent_model_id": prev or "", "metrics": "{}", "run_id": run_id})
-        ids[stage] = mid
-        prev = mid
-    store.finish_run(run_id, "ok", {"models": ids})
-    return {"models": ids, "paths": {k: str(Path(v).resolve()) for k, v in paths.items()}}
+    return train(store, work / "models" / name, build_id, sft_data, round=round, parent_model_id=parent or "",
+                 preset=t.preset, seed=cfg.seed, epochs_align=t.epochs_align, epochs_pretrain=t.epochs_pretrain,
+                 epochs_sft=t.epochs_sft, batch_size=t.batch_size, max_steps=t.max_steps, device=t.device,
+                 progress=False)
 
 
-def evaluate_and_record(store, model_id: str, ckpt: str, eval_json: str, cfg: LoopConfig, round: int,
-                        out_json: Path) -> dict:
-    """Generate on the held-out set (vila2_model), grade (curator.grade), store metrics on the model row."""
-    from curator.grade import grade_eval
-    from vila2_model.evaluate import predict
+def evaluate_and_record(store, model_id: str, eval_json: str, cfg: LoopConfig, out_json: Path) -> dict:
+    """Generate on the held-out set, grade, store metrics on the model row (curator.training.evaluate)."""
+    from curator.training import evaluate
 
-    run_id = store.start_run("eval", round, {"model_id": model_id, "eval": str(eval_json), "limit": cfg.eval_limit})
-    items = json.loads(Path(eval_json).read_text())[: cfg.eval_limit]
-    preds = predict(ckpt, eval_json, limit=cfg.eval_limit, device=cfg.train.device)
-    metrics = grade_eval(preds, items)
-    metrics = {k: (float(f"{v:.4f}") if isinstance(v, float) else v) for k, v in metrics.items()}
-    store.update_model_metrics(model_id, metrics)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps({"model_id": model_id, "round": round, "metrics": metrics,
-                                    "predictions": preds}, indent=1, default=str))
-    store.finish_run(run_id, "ok", {"metrics": metrics})
-    return {"metrics": metrics, "eval_json": str(out_json)}
+    e = evaluate(store, model_id, eval_json, out_json=out_json, limit=cfg.eval_limit, device=cfg.train.device)
+    return {"metrics": e["metrics"], "alt_text": e["alt_text"], "eval_json": e["json"]}
 
 
 def round_zero(run: StepRunner, store, work: Path, sft_data: str, eval_json: str, cfg: LoopConfig) -> dict:
@@ -162,10 +129,9 @@ def one_round(run: StepRunner, store, work: Path, k: int, prev: dict | None, sft
                                              if fell_back == b["rows"] else ""))
     name = f"round-{k}" if policy == cfg.policy or k == 0 else f"round-{k}-{policy}"
     t = run.step(f"round-{k}/train", lambda: train_and_register(
-        store, work, name, b["path"], b["build_id"], sft_data, cfg, k,
-        parent=prev["models"]["sft"] if prev else None), round=k)
+        store, work, name, b["build_id"], sft_data, cfg, k, parent=prev["models"]["sft"] if prev else None), round=k)
     e = run.step(f"round-{k}/eval", lambda: evaluate_and_record(
-        store, t["models"]["sft"], t["paths"]["sft"], eval_json, cfg, k, work / "eval" / f"{name}.json"), round=k)
+        store, t["models"]["sft"], eval_json, cfg, work / "eval" / f"{name}.json"), round=k)
     tag = tag or f"round-{k}"
     run.step(f"round-{k}/tag", lambda: {"tag": tag, "versions": store.tag(tag, replace=True)}, round=k)
     return {"round": k, "build": b, "models": t["models"], "paths": t["paths"], "metrics": e["metrics"]}

@@ -58,7 +58,6 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
     from curator.filters import run_filters
     from curator.prompts import load_prompts
     from curator.recaption import recaption
-    from vila2_model.train import finetune_specialist
 
     if not cfg.specialists:
         raise InputError("no specialists given", "specialist-augment needs at least one name=task-data pair",
@@ -87,18 +86,13 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
     spec_out = {}
     for name, data in sorted(cfg.specialists.items()):
         def ft(name=name, data=data):
-            f = cfg.finetune
-            path = finetune_specialist(work / "models" / f"specialist-{name}", stage2["path"], data, caption_data,
-                                       mix_ratio=f.mix_ratio, seed=lc.seed, epochs=f.epochs, lr=f.lr,
-                                       batch_size=lc.train.batch_size, max_steps=f.max_steps,
-                                       device=lc.train.device, progress=False)
-            from vila2_model.checkpoint import content_hash
+            from curator.training import train_specialist
 
-            mid = content_hash(path)
-            store.register_model({"model_id": mid, "round": R, "role": name, "stage": "specialist",
-                                  "path": str(Path(path).resolve()), "preset": lc.train.preset, "trained_on": str(data),
-                                  "parent_model_id": stage2["model_id"], "metrics": "{}", "run_id": ""})
-            return {"model_id": mid, "path": str(Path(path).resolve())}
+            f = cfg.finetune
+            return train_specialist(store, work / "models" / f"specialist-{name}", stage2["model_id"], data, role=name,
+                                    caption_data=caption_data, round=R, mix_ratio=f.mix_ratio, seed=lc.seed,
+                                    epochs=f.epochs, lr=f.lr, batch_size=lc.train.batch_size, max_steps=f.max_steps,
+                                    device=lc.train.device, progress=False)
 
         spec_out[name] = run.step(f"specialist/{name}/finetune", ft, round=R)
         r = lc.recaption
@@ -118,11 +112,10 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
 
     b = run.step(f"round-{R}/build", do_build, round=R)
     t = run.step(f"round-{R}/train", lambda: train_and_register(
-        store, work, f"round-{R}-specialist", b["path"], b["build_id"], sft_data, lc, R,
+        store, work, f"round-{R}-specialist", b["build_id"], sft_data, lc, R,
         parent=base["stages"]["sft"]["model_id"]), round=R)
     e = run.step(f"round-{R}/eval", lambda: evaluate_and_record(
-        store, t["models"]["sft"], t["paths"]["sft"], eval_json, lc, R, work / "eval" / f"round-{R}-specialist.json"),
-        round=R)
+        store, t["models"]["sft"], eval_json, lc, work / "eval" / f"round-{R}-specialist.json"), round=R)
     run.step(f"round-{R}/tag", lambda: {"tag": f"round-{R}", "versions": store.tag(f"round-{R}", replace=True)},
              round=R)
     before = json.loads(store.sql(
