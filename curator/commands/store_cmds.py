@@ -31,7 +31,7 @@ def _at(at: str | None, version: int | None):
 @click.option("--synthetic", type=int, default=None, help="Generate N synthetic-world images (with --seed).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --synthetic.")
 @click.option("--split", default="train", show_default=True, help="images.split for what lands (train = pretraining pool).")
-@click.option("--batch-size", type=int, default=512, show_default=True, help="Rows per commit.")
+@click.option("--batch-size", type=int, default=2048, show_default=True, help="Rows per commit.")
 @click.option("--max-pixels", type=int, default=None, help="Decompression-bomb cap (default 40,000,000 pixels).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's counts as JSON instead of the summary.")
 @click.pass_context
