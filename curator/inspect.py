@@ -182,7 +182,7 @@ def build_dataset(store, rounds=(0, 1, 2), where: str | None = None, limit: int 
                                     .replace("jpg", "jpeg"))
         samples.append(fo.Sample(filepath=paths[img["image_id"]], tags=tags, metadata=meta, **fields))
 
-    if fo.dataset_exists(name):
+    if _dataset_exists(fo, name, database_uri):
         ds = fo.load_dataset(name)
         have = set(ds.distinct("image_id")) if "image_id" in ds.get_field_schema() else set()
     else:
@@ -196,6 +196,19 @@ def build_dataset(store, rounds=(0, 1, 2), where: str | None = None, limit: int 
     cap_list = sorted(cap_fields, key=_field_order)
     _app_layout(fo, ds, cap_list)
     return InspectResult(ds, name, added=len(samples) - updated, updated=updated, caption_fields=cap_list)
+
+
+def _dataset_exists(fo, name: str, database_uri: str | None) -> bool:
+    """The first database access, where a missing or unreachable MongoDB shows up: one line, not a traceback."""
+    from fiftyone.core.service import ServiceException
+
+    try:
+        return fo.dataset_exists(name)
+    except (ServiceException, ConnectionError) as e:
+        where = database_uri or os.environ.get("FIFTYONE_DATABASE_URI") or "FiftyOne's bundled mongod"
+        raise CuratorError(f"cannot reach FiftyOne's database ({where})", str(e).strip().splitlines()[0],
+                           "start that MongoDB or fix --database-uri; offline machines: bash scripts/setup_inspect.sh "
+                           ".venv (bundled mongod + OpenSSL 1.1)") from e
 
 
 def _declare_fields(fo, ds, names: set[str]) -> None:

@@ -180,3 +180,16 @@ def test_database_uri_uses_an_existing_mongodb(fo, tmp_path):
     finally:
         proc.terminate()
         proc.wait()
+
+
+def test_unreachable_database_is_a_one_line_error(tmp_path):
+    build_store(tmp_path / "store")
+    uri = "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=300"     # nothing listens on port 9
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIFTYONE_DATABASE")}
+    res = subprocess.run([str(Path(sys.executable).with_name("curator")), "--store", str(tmp_path / "store"),
+                          "inspect", "--no-launch", "--database-uri", uri, "--cache-dir", str(tmp_path / "cache")],
+                         capture_output=True, text=True, env=env)
+    assert (res.returncode, res.stdout) == (1, "")
+    assert res.stderr == (f"Error: cannot reach FiftyOne's database ({uri}) — Could not connect to `mongod` — start that "
+                          "MongoDB or fix --database-uri; offline machines: bash scripts/setup_inspect.sh .venv "
+                          "(bundled mongod + OpenSSL 1.1)\n")
