@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # headless: the report is written on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 # The metrics shown in the main table, in order; anything else in models.metrics goes to the skills table.
-CAPTION_METRICS = ["caption_precision", "caption_recall", "caption_p_x_r", "caption_words"]
+CAPTION_METRICS = ["caption_precision", "caption_recall", "caption_p_x_r", "caption_length_words"]
 
 
 @dataclass
@@ -127,7 +127,7 @@ def _metric_plot(models: list[dict]) -> str | None:
         return None
     rounds = [m["round"] for m in models]
     fig, ax = plt.subplots(figsize=(7, 3))
-    for key in ("caption_precision", "caption_recall", "caption_p_x_r", "vqa_accuracy"):
+    for key in ("caption_precision", "caption_recall", "caption_p_x_r", "vqa_acc"):
         ys = [_metrics(m).get(key) for m in models]
         if any(y is not None for y in ys):
             ax.plot(rounds, [y if y is not None else float("nan") for y in ys], marker="o", label=key)
@@ -139,20 +139,26 @@ def _metric_plot(models: list[dict]) -> str | None:
     return _fig_b64(fig)
 
 
-def metric_rows(models: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Header + rows of the per-round metrics table (shared by the terminal and the HTML)."""
+TERMINAL_METRICS = CAPTION_METRICS + ["vqa_acc", "grounding_iou"]
+
+
+def metric_rows(models: list[dict], only: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header + rows of the per-round metrics table (shared by the terminal and the HTML).
+    `only` restricts and orders the columns; otherwise every numeric metric but the counts."""
     keys: list[str] = []
     for m in models:
         for k, v in _metrics(m).items():
-            if isinstance(v, (int, float)) and k not in keys:
+            if isinstance(v, (int, float)) and k not in keys and not k.startswith("vqa_n_") and k != "n_eval":
                 keys.append(k)
+    if only is not None:
+        keys = [k for k in dict.fromkeys(only) if k in keys]
     keys.sort(key=lambda k: (CAPTION_METRICS.index(k) if k in CAPTION_METRICS else 99, k))
     rows = []
     for m in models:
         met = _metrics(m)
         rows.append([str(m["round"]), m["model_id"][:10], m.get("trained_on") or ""] +
                     [f"{met[k]:.3f}" if isinstance(met.get(k), float) else str(met.get(k, "")) for k in keys])
-    return ["round", "model", "trained on"] + keys, rows
+    return ["round", "model", "trained on"] + [k.replace("caption_", "cap_") for k in keys], rows
 
 
 def write_html(data: ReportData, path: str | Path, title: str = "vila2-curator round report") -> Path:
@@ -208,7 +214,8 @@ def write_html(data: ReportData, path: str | Path, title: str = "vila2-curator r
 
 
 def terminal_table(data: ReportData) -> str:
-    header, rows = metric_rows(data.models)
+    header, rows = metric_rows(data.models, only=TERMINAL_METRICS + [
+        k for m in data.models for k in _metrics(m) if k.startswith("vqa_acc_")])
     if not rows:
         return "No evaluated generalist models in the store yet."
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]

@@ -98,7 +98,8 @@ def round_zero(run: StepRunner, store, work: Path, sft_data: str, eval_json: str
 
 
 def one_round(run: StepRunner, store, work: Path, k: int, prev: dict | None, sft_data: str, eval_json: str,
-              cfg: LoopConfig, policy: str | None = None, tag: str | None = None, recaption: bool = True) -> dict:
+              cfg: LoopConfig, policy: str | None = None, tag: str | None = None, recaption: bool = True,
+              name: str | None = None) -> dict:
     from curator.build import build
     from curator.filters import run_filters
     from curator.recaption import recaption as recaption_fn
@@ -114,26 +115,28 @@ def one_round(run: StepRunner, store, work: Path, k: int, prev: dict | None, sft
             run.step(f"round-{k}/filter", lambda: run_filters(store, k, filters=list(cfg.filters), kind="self"),
                      round=k)
 
+    name = name or (f"round-{k}" if policy == cfg.policy or k == 0 else f"round-{k}-{policy}")
+
     def do_build():
         b = build(store, k, policy=policy, format=cfg.format, seed=cfg.seed,
-                  out=str(work / "builds" / f"round-{k}-{policy}"), overwrite=True)
+                  out=str(work / "builds" / f"{name}-{policy}"), overwrite=True)
         return {"build_id": b.build_id, "path": str(Path(b.out_dir).resolve()), "rows": b.rows,
                 "counts": b.manifest.get("counts", {})}
 
-    b = run.step(f"round-{k}/build", do_build, round=k)
+    b = run.step(f"{name}/build", do_build, round=k)
     fell_back = b.get("counts", {}).get("fallback_to_original", 0)
     if k > 0 and policy != "original" and fell_back:
         run.log(f"warning: round {k}: {fell_back} of {b['rows']} images have no accepted recaption and fell back "
                 "to the original caption" + (" — ALL of them: this round trains on round 0's data "
                                              "(see `curator filter --round {k} --report`)".format(k=k)
                                              if fell_back == b["rows"] else ""))
-    name = f"round-{k}" if policy == cfg.policy or k == 0 else f"round-{k}-{policy}"
-    t = run.step(f"round-{k}/train", lambda: train_and_register(
+    t = run.step(f"{name}/train", lambda: train_and_register(
         store, work, name, b["build_id"], sft_data, cfg, k, parent=prev["models"]["sft"] if prev else None), round=k)
-    e = run.step(f"round-{k}/eval", lambda: evaluate_and_record(
+    e = run.step(f"{name}/eval", lambda: evaluate_and_record(
         store, t["models"]["sft"], eval_json, cfg, work / "eval" / f"{name}.json"), round=k)
-    tag = tag or f"round-{k}"
-    run.step(f"round-{k}/tag", lambda: {"tag": tag, "versions": store.tag(tag, replace=True)}, round=k)
+    if tag != "":
+        tag = tag or f"round-{k}"
+        run.step(f"{name}/tag", lambda: {"tag": tag, "versions": store.tag(tag, replace=True)}, round=k)
     return {"round": k, "build": b, "models": t["models"], "paths": t["paths"], "metrics": e["metrics"]}
 
 

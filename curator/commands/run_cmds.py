@@ -58,7 +58,7 @@ def _loop_config(rounds=3, policy="concat", min_gain=None, filters="", **kw):
 
 
 def _print_rounds(rounds: list[dict]) -> None:
-    keys = ("caption_precision", "caption_recall", "caption_p_x_r", "caption_words", "vqa_accuracy")
+    keys = ("caption_precision", "caption_recall", "caption_p_x_r", "caption_length_words", "vqa_acc")
     click.echo("round  " + "  ".join(f"{k:>18}" for k in keys))
     for r in rounds:
         m = r["metrics"]
