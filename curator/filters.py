@@ -8,7 +8,8 @@ and rejects the raw one, so the "latest accepted recaption" rule (docs/interface
 
 Two implementations of the text checks, kept equal by a test:
   * `score_text` — plain Python, one caption at a time (readable reference, and the benchmark baseline);
-  * `text_scores_sql` — the same checks as one vectorized DuckDB query over an Arrow table (what runs).
+  * `text_scores` — the same checks vectorized with Arrow compute + numpy (what runs); `text_scores_sql` is
+    the same again as one DuckDB query, kept as the SQL form and for the benchmark.
 
 Re-thresholding: each verdict's config carries `score_hash` = hash of the parameters that determine the
 score (n for n-grams, the charset, the captioner for grounding). A run whose score parameters match
@@ -219,49 +220,119 @@ def _ngram_sql(n: int) -> str:
             f"list_transform(range(1, len(w) - {n - 2}), lambda i: hash({terms}))))::DOUBLE / (len(w) - {n - 1}) END")
 
 
-def ngram_repeat_arrow(texts: pa.Array | pa.ChunkedArray, n: int = 3, chunk: int = 1024) -> pa.Array:
-    """ngram_repeat over a column, vectorized with Arrow + numpy: split → dictionary-encode words → exact integer
-    n-gram codes → Arrow hash group-by count_distinct per caption. About 2x DuckDB list lambdas on this check
-    (bench/bench_filters.py). Chunked because full-column temporaries thrash the cache on a busy machine."""
+def _tokens(arr: pa.Array, pattern: str, trim: bool):
+    """(row, token id) of the non-empty tokens of each string split on `pattern` (ids: dictionary codes)."""
     import numpy as np
     import pyarrow.compute as pc
 
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
-    out = []
-    for k in range(0, len(texts), chunk):
-        arr = pc.fill_null(texts.slice(k, chunk), "")
-        words = pc.split_pattern(pc.utf8_lower(arr), " ")
-        flat = words.flatten()
-        row = np.repeat(np.arange(len(arr)), pc.list_value_length(words).to_numpy(zero_copy_only=False))
-        keep = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
-        ids = pc.dictionary_encode(flat).indices.to_numpy()[keep].astype(np.int64)
-        row = row[keep]
-        nw = np.bincount(row, minlength=len(arr))
-        total = np.maximum(nw - (n - 1), 0)
-        distinct = np.zeros(len(arr), np.int64)
-        L = len(ids) - n + 1
-        if L > 0:
-            V = int(ids.max()) + 1     # words in one chunk: V**n fits int64 for n=3 up to 2M distinct words
-            code = ids[:L].copy()
-            for j in range(1, n):
-                code = code * V + ids[j:j + L]
-            valid = row[:L] == row[n - 1:]
-            g = pa.table({"r": row[:L][valid], "c": code[valid]}).group_by("r", use_threads=False) \
-                .aggregate([("c", "count_distinct")])
-            distinct[g.column("r").to_numpy()] = g.column("c_count_distinct").to_numpy()
-        out.append(np.where(total > 0, 1.0 - distinct / np.maximum(total, 1), 0.0))
-    return pa.array(np.concatenate(out) if out else np.zeros(0), pa.float64())
+    parts = pc.split_pattern(arr, pattern)
+    flat = parts.flatten()
+    if trim:
+        flat = pc.utf8_trim_whitespace(flat)
+    row = np.repeat(np.arange(len(arr), dtype=np.int64), pc.list_value_length(parts).to_numpy(zero_copy_only=False))
+    keep = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
+    ids = pc.dictionary_encode(flat).indices.to_numpy()[keep].astype(np.int64)
+    return row[keep], ids
+
+
+def _distinct_per_row(r, c, n_rows: int, c_bits: int):
+    """Distinct values of c per row r (r < 2**(63-c_bits), c < 2**c_bits), via packed (row, value) pairs:
+    pandas' hash-based `duplicated` (O(n), measured 2.5x a sort here), or one sort without pandas."""
+    import numpy as np
+
+    packed = (r << c_bits) | c
+    try:
+        import pandas as pd
+    except ImportError:
+        srt = np.sort(packed)
+        first = np.empty(len(srt), bool)
+        first[:1] = True
+        first[1:] = srt[1:] != srt[:-1]
+        return np.bincount(srt[first] >> c_bits, minlength=n_rows)
+    return np.bincount(packed[~pd.Series(packed).duplicated().to_numpy()] >> c_bits, minlength=n_rows)
+
+
+def text_scores(table: pa.Table, cfgs: dict[str, FilterConfig], chunk: int = 1024) -> pa.Table:
+    """Per-caption text scores of `table` (caption_id, text, finish_reason), vectorized with Arrow compute +
+    numpy — what run_filters uses. Columns: caption_id, rep_flag (a sentence repeats; the exact cut point is
+    computed in Python for the few flagged rows) and one DOUBLE per filter in cfgs. Same values as score_text.
+
+    How: words and sentences are split by Arrow and dictionary-encoded, so every later step is integer work;
+    an n-gram is an exact integer code of its word ids, and "distinct per caption" is a hash pass over packed
+    (caption, code) pairs. Chunked (1,024 captions) because full-column temporaries thrash the cache."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    n_rows = table.num_rows
+    text = pc.fill_null(table.column("text").combine_chunks() if n_rows else pa.array([], pa.string()), "")
+    cols = {"caption_id": table.column("caption_id")}
+    if "repetition" in cfgs:
+        cols["rep_flag"] = []
+    n = int(cfgs["ngram"].score["n"]) if "ngram" in cfgs else 0
+    if "ngram" in cfgs:
+        if not 1 <= n <= 3:
+            raise InputError(f"ngram.n={n} is not supported", "n-gram codes are exact integers for n = 1..3",
+                             "use ngram.n=2 or 3")
+        cols["ngram"] = []
+    if "length" in cfgs:
+        cols["length"] = []
+    for k in range(0, n_rows, chunk):
+        arr = pc.utf8_lower(text.slice(k, chunk))
+        m = len(arr)
+        if "ngram" in cfgs or "length" in cfgs:
+            row, ids = _tokens(arr, " ", trim=False)
+            nw = np.bincount(row, minlength=m)
+            if "length" in cfgs:
+                cols["length"].append(nw.astype(np.float64))
+            if "ngram" in cfgs:
+                distinct = np.zeros(m, np.int64)
+                L = len(ids) - n + 1
+                if L > 0:
+                    V = int(ids.max()) + 1
+                    code = ids[:L].copy()
+                    for j in range(1, n):
+                        code = code * V + ids[j:j + L]
+                    valid = row[:L] == row[n - 1:]
+                    bits = max(1, int(V ** n - 1).bit_length())
+                    if bits + max(1, m.bit_length()) <= 62:
+                        distinct = _distinct_per_row(row[:L][valid], code[valid], m, bits)
+                    else:   # a huge vocabulary in one chunk: Arrow's hash group-by instead
+                        g = pa.table({"r": row[:L][valid], "c": code[valid]}).group_by("r", use_threads=False) \
+                            .aggregate([("c", "count_distinct")])
+                        distinct[g.column("r").to_numpy()] = g.column("c_count_distinct").to_numpy()
+                total = np.maximum(nw - (n - 1), 0)
+                cols["ngram"].append(np.where(total > 0, 1.0 - distinct / np.maximum(total, 1), 0.0))
+        if "repetition" in cfgs:
+            srow, sids = _tokens(arr, ".", trim=True)
+            n_sent = np.bincount(srow, minlength=m)
+            cols["rep_flag"].append(_distinct_per_row(srow, sids, m, 40) < n_sent)
+    out = {"caption_id": cols["caption_id"]}
+    if "repetition" in cfgs:
+        out["rep_flag"] = pa.array(np.concatenate(cols["rep_flag"]) if n_rows else [], pa.bool_())
+    for name in ("ngram", "length"):
+        if name in cols:
+            out[name] = pa.array(np.concatenate(cols[name]) if n_rows else [], pa.float64())
+    if "truncation" in cfgs:
+        fr = pc.fill_null(table.column("finish_reason"), "")
+        out["truncation"] = pc.cast(pc.equal(fr, "length"), pa.float64())
+    if "charset" in cfgs:
+        bad = pc.count_substring_regex(text, CHARSETS_SQL[cfgs["charset"].score["charset"]])
+        ln = pc.utf8_length(text)
+        out["charset"] = pc.if_else(pc.equal(ln, 0), 0.0,
+                                    pc.divide(pc.cast(bad, pa.float64()), pc.cast(ln, pa.float64())))
+    return pa.table(out)
 
 
 def text_scores_sql(con, table: pa.Table, cfgs: dict[str, FilterConfig]) -> pa.Table:
-    """Per-caption text scores for `table` (caption_id, text, finish_reason) in one DuckDB query.
+    """The same scores as text_scores, as one DuckDB query (the SQL form; bench/bench_filters.py compares them).
     Columns: caption_id, rep_flag (a sentence repeats; the exact cut point is computed in Python for the
     few flagged rows), and one DOUBLE per filter in cfgs."""
     con.register("_scoring", table)
     cols = ["caption_id"]
     if "repetition" in cfgs:
         cols.append("len(list_distinct(s)) < len(s) AS rep_flag")
+    if "ngram" in cfgs:
+        cols.append(f"{_ngram_sql(int(cfgs['ngram'].score['n']))} AS ngram")
     if "length" in cfgs:
         cols.append("len(w)::DOUBLE AS length")
     if "truncation" in cfgs:
@@ -283,15 +354,6 @@ def text_scores_sql(con, table: pa.Table, cfgs: dict[str, FilterConfig]) -> pa.T
         out = con.sql(q).to_arrow_table()
     finally:
         con.unregister("_scoring")
-    if "ngram" in cfgs:
-        n = int(cfgs["ngram"].score["n"])
-        if not 1 <= n <= 3:
-            raise InputError(f"ngram.n={n} is not supported", "exact integer n-gram codes are defined for n = 1..3",
-                             "use ngram.n=2 or 3")
-        if not out.column("caption_id").equals(table.column("caption_id")):   # DuckDB kept no row order
-            pos = {c: i for i, c in enumerate(table.column("caption_id").to_pylist())}
-            table = table.take(pa.array([pos[c] for c in out.column("caption_id").to_pylist()], pa.int64()))
-        out = out.append_column("ngram", ngram_repeat_arrow(table.column("text"), n))
     return out
 
 
@@ -446,7 +508,7 @@ def run_filters(store, round: int, filters: list[str] | None = None, thresholds:
             import pyarrow.compute as pc
 
             sub = cand.filter(pc.is_in(cand.column("caption_id"), pa.array(sorted(missing_ids))))
-            scored = text_scores_sql(con, sub.select(["caption_id", "text", "finish_reason"]), text_cfgs)
+            scored = text_scores(sub.select(["caption_id", "text", "finish_reason"]), text_cfgs)
             if "repetition" in text_cfgs:
                 scored = _exact_repetition(scored, sub)
             fresh = {n: scored.select(["caption_id", n]).rename_columns(["caption_id", "score"]) for n in text_cfgs}
@@ -500,8 +562,7 @@ def _repcut(store, con, cand: pa.Table, cfg: FilterConfig, run_id: str) -> int:
     raw = cand.filter(pa.compute.equal(cand.column("transform"), ""))
     if not raw.num_rows:
         return 0
-    flagged = text_scores_sql(con, raw.select(["caption_id", "text", "finish_reason"]),
-                              {"repetition": cfg})
+    flagged = text_scores(raw.select(["caption_id", "text", "finish_reason"]), {"repetition": cfg})
     flag = dict(zip(flagged.column("caption_id").to_pylist(), flagged.column("rep_flag").to_pylist()))
     rows = []
     for r in raw.to_pylist():
@@ -520,20 +581,31 @@ def _repcut(store, con, cand: pa.Table, cfg: FilterConfig, run_id: str) -> int:
     return store.add_captions(rows, run_id=run_id) if rows else 0
 
 
+def template_counts(table: pa.Table) -> pa.Array:
+    """Per caption: how many distinct images carry the same normalized text (lower, trimmed) within its kind.
+    The SQL form is `count(DISTINCT image_id) … GROUP BY kind, lower(trim(text))` joined back; this Arrow +
+    numpy form (dictionary codes, packed pairs) is several times faster on one core (bench_filters.py)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    if table.num_rows == 0:
+        return pa.array([], pa.float64())
+    norm = pc.binary_join_element_wise(pc.fill_null(table.column("kind"), ""),
+                                       pc.utf8_lower(pc.utf8_trim_whitespace(pc.fill_null(table.column("text"), ""))),
+                                       "\x00")
+    t = pc.dictionary_encode(norm).combine_chunks().indices.to_numpy().astype(np.int64)
+    i = pc.dictionary_encode(table.column("image_id")).combine_chunks().indices.to_numpy().astype(np.int64)
+    n_img = _distinct_per_row(t, i, int(t.max()) + 1, max(1, int(i.max()).bit_length()))
+    return pa.array(n_img[t].astype(np.float64), pa.float64())
+
+
 def _template(store, con, cfg, cand, round, kind, run_id) -> dict:
-    """Template collapse: images sharing one normalized text within (round, kind) — a SQL group-by."""
+    """Template collapse: images sharing one normalized text within (round, kind)."""
+    import pyarrow.compute as pc
+
     stored = _stored_scores(store, cfg)
-    con.register("_cand", cand.select(["caption_id", "image_id", "kind", "text"]))
-    try:
-        counts = con.sql("""
-            WITH c AS (SELECT caption_id, image_id, kind, lower(trim(text)) AS t FROM _cand)
-            SELECT c.caption_id, g.n::DOUBLE AS score FROM c
-            JOIN (SELECT kind, t, count(DISTINCT image_id) AS n FROM c GROUP BY kind, t) g USING (kind, t)
-        """).to_arrow_table()
-        n_images = con.sql("SELECT count(DISTINCT image_id) FROM _cand").fetchall()[0][0]
-    finally:
-        con.unregister("_cand")
-    _template_limit(cfg, n_images)
+    counts = pa.table({"caption_id": cand.column("caption_id"), "score": template_counts(cand)})
+    _template_limit(cfg, len(pc.unique(cand.column("image_id"))))
     return _apply(store, con, cfg, cand, stored, counts, run_id)
 
 

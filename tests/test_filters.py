@@ -143,12 +143,14 @@ def test_python_and_sql_scores_agree():
     frs = ["eos", "eos", "eos", "eos", "length", "eos", "eos", "eos", "eos", "eos"]
     cfgs = filters.make_configs(["repetition", "ngram", "length", "truncation", "charset"])
     t = pa.table({"caption_id": [str(i) for i in range(len(texts))], "text": texts, "finish_reason": frs})
-    sql = filters.text_scores_sql(duckdb.connect(), t, cfgs).to_pylist()
-    for row, text, fr in zip(sql, texts, frs):
-        py = filters.score_text(text, fr, cfgs)
-        assert row["rep_flag"] == (py["repetition"] > 0), text
-        for name in ("ngram", "length", "truncation", "charset"):
-            assert row[name] == pytest.approx(py[name]), (name, text)
+    for scored in (filters.text_scores(t, cfgs, chunk=4), filters.text_scores_sql(duckdb.connect(), t, cfgs)):
+        for row, text, fr in zip(scored.to_pylist(), texts, frs):
+            py = filters.score_text(text, fr, cfgs)
+            assert row["rep_flag"] == (py["repetition"] > 0), text
+            for name in ("ngram", "length", "truncation", "charset"):
+                assert row[name] == pytest.approx(py[name]), (name, text)
+    assert filters.text_scores(t, filters.make_configs(["ngram"], params={"ngram.n": "2"}))["ngram"][8].as_py() \
+        == pytest.approx(filters.ngram_repeat(texts[8], 2))
 
 
 def test_grounding_score_and_cli(tmp_path):
