@@ -147,8 +147,9 @@ def sample_fields(img: dict, versions: list[CaptionVersion]) -> tuple[dict, list
 
 def build_dataset(store, rounds=(0, 1, 2), where: str | None = None, limit: int | None = DEFAULT_LIMIT,
                   name: str = DEFAULT_NAME, cache_dir: str | None = None, database_uri: str | None = None,
-                  kinds: list[str] | None = None) -> InspectResult:
-    """Create or update the persistent FiftyOne dataset `name` from a SQL sample of the store."""
+                  kinds: list[str] | None = None, at=None) -> InspectResult:
+    """Create or update the persistent FiftyOne dataset `name` from a SQL sample of the store
+    (as of `at`, a tag such as "round-1" or a version, when given)."""
     rounds = sorted({int(r) for r in rounds})
     if not rounds:
         raise InputError("no rounds given", "inspect shows the caption versions of some rounds", "e.g. --rounds 0,1,2")
@@ -158,7 +159,7 @@ def build_dataset(store, rounds=(0, 1, 2), where: str | None = None, limit: int 
     sample_q = _sample_sql(where, limit)
     imgs = store.sql(
         "SELECT image_id, uri, source, width, height, format, split, meta, bytes IS NULL AS external "
-        f"FROM images WHERE image_id IN ({sample_q}) ORDER BY image_id").to_pylist()
+        f"FROM images WHERE image_id IN ({sample_q}) ORDER BY image_id", at=at).to_pylist()
     if not imgs:
         raise StoreError("no images to inspect", "the sample query selected none" + (f" (--where {where})" if where else ""),
                          "check --where against the images table (curator sql \"SELECT * FROM images LIMIT 3\")")
@@ -166,7 +167,7 @@ def build_dataset(store, rounds=(0, 1, 2), where: str | None = None, limit: int 
     if kinds:
         cond += " AND c.kind IN (" + ",".join("'" + k.replace("'", "''") + "'" for k in kinds) + ")"
     caps: dict[str, list[CaptionVersion]] = defaultdict(list)
-    for c in _caption_rows(store, cond):
+    for c in _caption_rows(store, cond, at):
         caps[c.image_id].append(c)
     fo = fiftyone(database_uri)
     paths = _cache_paths(store, imgs, cache_dir or DEFAULT_CACHE)

@@ -74,14 +74,14 @@ class ImageCaptions:
     captions: list[CaptionVersion]
 
 
-def resolve_image_id(store, image_id: str) -> str:
+def resolve_image_id(store, image_id: str, at=None) -> str:
     """A full image_id from a unique hex prefix (at least 6 characters)."""
     image_id = image_id.strip().lower()
     if not _HEX.match(image_id):
         raise InputError(f"invalid image id {image_id!r}", "image ids are sha256 hex (a prefix of 6+ characters works)",
                          "copy one from `curator sql \"SELECT image_id FROM images LIMIT 5\"`")
-    ids = store.sql(f"SELECT image_id FROM images WHERE image_id LIKE '{image_id}%' ORDER BY image_id LIMIT 2") \
-        .column("image_id").to_pylist()
+    ids = store.sql(f"SELECT image_id FROM images WHERE image_id LIKE '{image_id}%' ORDER BY image_id LIMIT 2",
+                    at=at).column("image_id").to_pylist()
     if not ids:
         raise StoreError(f"no image {image_id} in the store", "no image_id starts with it",
                          "copy one from `curator sql \"SELECT image_id FROM images LIMIT 5\"`")
@@ -91,11 +91,11 @@ def resolve_image_id(store, image_id: str) -> str:
     return ids[0]
 
 
-def _verdicts_by_caption(store, where: str) -> dict[str, list[Verdict]]:
+def _verdicts_by_caption(store, where: str, at=None) -> dict[str, list[Verdict]]:
     rows = store.sql(
         "SELECT v.caption_id, v.filter, v.keep, v.score, v.reason, v.run_id, v.created_at "
         f"FROM verdicts v JOIN captions c USING (caption_id) WHERE {where} "
-        "ORDER BY v.created_at, v.filter, v.verdict_id").to_pylist()
+        "ORDER BY v.created_at, v.filter, v.verdict_id", at=at).to_pylist()
     out: dict[str, list[Verdict]] = {}
     for r in rows:
         out.setdefault(r["caption_id"], []).append(Verdict(
@@ -103,12 +103,12 @@ def _verdicts_by_caption(store, where: str) -> dict[str, list[Verdict]]:
     return out
 
 
-def _caption_rows(store, where: str) -> list[CaptionVersion]:
+def _caption_rows(store, where: str, at=None) -> list[CaptionVersion]:
     rows = store.sql(
         "SELECT caption_id, image_id, round, kind, text, captioner, prompt_id, sampling, sample_idx, finish_reason, "
         "n_tokens, parent_caption_id, transform, run_id, created_at "
-        f"FROM captions c WHERE {where} ORDER BY image_id, round, kind, created_at, caption_id").to_pylist()
-    verdicts = _verdicts_by_caption(store, where) if rows else {}
+        f"FROM captions c WHERE {where} ORDER BY image_id, round, kind, created_at, caption_id", at=at).to_pylist()
+    verdicts = _verdicts_by_caption(store, where, at) if rows else {}
     out = []
     for r in rows:
         out.append(CaptionVersion(
@@ -121,12 +121,13 @@ def _caption_rows(store, where: str) -> list[CaptionVersion]:
     return out
 
 
-def show(store, image_id: str) -> ImageCaptions:
-    """Every caption version of one image (by round, kind, then creation time) with its verdicts."""
-    image_id = resolve_image_id(store, image_id)
+def show(store, image_id: str, at=None) -> ImageCaptions:
+    """Every caption version of one image (by round, kind, then creation time) with its verdicts.
+    at: read the store as of a tag (e.g. "round-1") or version, like Store.sql."""
+    image_id = resolve_image_id(store, image_id, at)
     img = store.sql("SELECT image_id, uri, source, width, height, format, split, meta FROM images "
-                    f"WHERE image_id = '{image_id}'").to_pylist()[0]
-    caps = _caption_rows(store, f"c.image_id = '{image_id}'")
+                    f"WHERE image_id = '{image_id}'", at=at).to_pylist()[0]
+    caps = _caption_rows(store, f"c.image_id = '{image_id}'", at)
     return ImageCaptions(image_id=image_id, uri=img["uri"] or "", source=img["source"] or "",
                          width=img["width"], height=img["height"], format=img["format"] or "",
                          split=img["split"] or "", meta=_meta(img["meta"]), captions=caps)
@@ -249,23 +250,23 @@ def _kind_for(round_: int, kind: str) -> str:
     return "original" if round_ == 0 else kind
 
 
-def _latest_texts(store, round_: int, kind: str, where: str | None) -> dict[str, str]:
+def _latest_texts(store, round_: int, kind: str, where: str | None, at=None) -> dict[str, str]:
     img_filter = f" AND c.image_id IN (SELECT image_id FROM images WHERE {where})" if where else ""
     rows = store.sql(
         "SELECT image_id, text FROM (SELECT c.image_id, c.text, row_number() OVER ("
         "PARTITION BY c.image_id ORDER BY c.created_at DESC, c.caption_id DESC) AS rn FROM captions c "
-        f"WHERE c.round = {int(round_)} AND c.kind = '{kind}'{img_filter}) WHERE rn = 1").to_pylist()
+        f"WHERE c.round = {int(round_)} AND c.kind = '{kind}'{img_filter}) WHERE rn = 1", at=at).to_pylist()
     return {r["image_id"]: r["text"] or "" for r in rows}
 
 
-def _truths(store, image_ids: list[str]) -> dict[str, dict]:
+def _truths(store, image_ids: list[str], at=None) -> dict[str, dict]:
     """Ground truth of the images among image_ids whose meta holds some (synthetic images)."""
     from curator.grade import truth_from_meta
 
     out = {}
     for s in range(0, len(image_ids), 1000):
         chunk = ",".join(f"'{i}'" for i in image_ids[s:s + 1000])
-        for r in store.sql(f"SELECT image_id, meta FROM images WHERE image_id IN ({chunk})").to_pylist():
+        for r in store.sql(f"SELECT image_id, meta FROM images WHERE image_id IN ({chunk})", at=at).to_pylist():
             t = truth_from_meta(_meta(r["meta"]))
             if t is not None:
                 out[r["image_id"]] = t
@@ -280,20 +281,20 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
-def diff(store, round_a: int, round_b: int, kind: str = "self", where: str | None = None) -> RoundDiff:
+def diff(store, round_a: int, round_b: int, kind: str = "self", where: str | None = None, at=None) -> RoundDiff:
     """Per-image changes from round A to round B and their aggregate (see module docstring)."""
     if round_a < 0 or round_b < 0:
         raise InputError(f"invalid rounds {round_a}, {round_b}", "rounds are 0 (original) or higher",
                          "e.g. --round 0 --round 1")
     ka, kb = _kind_for(round_a, kind), _kind_for(round_b, kind)
-    a = _latest_texts(store, round_a, ka, where)
-    b = _latest_texts(store, round_b, kb, where)
+    a = _latest_texts(store, round_a, ka, where, at)
+    b = _latest_texts(store, round_b, kb, where, at)
     if not a and not b:
         raise StoreError(f"no captions for round {round_a} ({ka}) or round {round_b} ({kb})",
                          "the store holds none of those round×kind rows" + (" matching --where" if where else ""),
                          "list what exists: curator sql \"SELECT round, kind, count(*) FROM captions GROUP BY ALL\"")
     both = sorted(set(a) & set(b))
-    truths = _truths(store, both)
+    truths = _truths(store, both, at)
     from curator.grade import grade_caption as grade
     diffs = []
     for iid in both:

@@ -24,7 +24,7 @@ def fo(tmp_path_factory):
     from curator.inspect import fiftyone
 
     fo = fiftyone()
-    drop_datasets(fo, ["t-build", "t-rerun", "t-where", "t-kind", "t-external"])
+    drop_datasets(fo, ["t-build", "t-rerun", "t-where", "t-kind", "t-at", "t-external"])
     return fo
 
 
@@ -119,6 +119,13 @@ def test_where_limit_rounds_and_kind_choose_the_sample(fo, tmp_path):
                     "--cache-dir", str(tmp_path / "cache"))
     assert out.splitlines()[0] == "dataset t-kind: 3 added, 0 updated, 3 samples; caption fields: r2_spatial"
     assert fo.load_dataset("t-kind").count("r2_spatial") == 1
+    # --at: the store as tagged, before a round-3 caption landed
+    st.tag("before-r3")
+    assert st.add_captions([_cap(ids["A"], 3, "self", "a large red square.", 50, CKPT2, "long-1")]) == 1
+    for at, fields in (("before-r3", "-"), (None, "r3_self")):
+        code, out = run(tmp_path / "store", "inspect", "--no-launch", "--name", "t-at", "--rounds", "3",
+                        "--cache-dir", str(tmp_path / "cache"), *(["--at", at] if at else []))
+        assert out.splitlines()[0].endswith(f"3 samples; caption fields: {fields}"), out
 
 
 def test_inspect_errors_are_one_line(fo, tmp_path):

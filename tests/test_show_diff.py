@@ -154,3 +154,23 @@ def test_diff_errors_are_one_line(tiny):
     assert (code, out) == (1, "Error: no captions for round 3 (self) or round 4 (self) — the store holds none of those "
                               "round×kind rows — list what exists: curator sql \"SELECT round, kind, count(*) FROM "
                               "captions GROUP BY ALL\"\n")
+
+
+def test_at_reads_the_store_as_tagged(tmp_path):
+    from inspect_store import CKPT2, _cap, _verdict
+
+    st, ids = build_store(tmp_path / "store")
+    st.tag("before")
+    assert st.add_captions([_cap(ids["A"], 3, "self", "a large red square.", 50, CKPT2, "long-1")]) == 1
+    assert st.add_verdicts([_verdict(ids["captions"]["A2"], "length", False, 10.0, "too long", 51, {"max": 8})]) == 1
+    now, before = show(st, ids["A"]), show(st, ids["A"], at="before")
+    assert [(c.round, c.kind) for c in now.captions][-1] == (3, "self") and len(now.captions) == 6
+    assert len(before.captions) == 5
+    assert [c.accepted for c in now.captions if c.round == 2] == [False, True]
+    assert [c.accepted for c in before.captions if c.round == 2] == [True, True]
+    code, out = run(str(tmp_path / "store"), "show", ids["A"], "--at", "before")
+    assert code == 0 and out.splitlines()[2] == "5 caption versions"
+    code, out = run(str(tmp_path / "store"), "diff", "--round", "2", "--round", "3", "--at", "before")
+    assert (code, out.splitlines()[0]) == (0, "diff round 2 (self) -> round 3 (self): 0 images in both, 2 only in round 2")
+    code, out = run(str(tmp_path / "store"), "diff", "--round", "2", "--round", "3")
+    assert out.splitlines()[0] == "diff round 2 (self) -> round 3 (self): 1 image in both, 1 only in round 2"

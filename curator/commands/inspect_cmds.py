@@ -31,10 +31,11 @@ def register(cli: click.Group) -> None:
     @click.option("--no-launch", is_flag=True, help="Build/update the dataset only; do not serve the App.")
     @click.option("--cache-dir", default=None, help="Where image files are written for FiftyOne "
                   "[default: ~/.cache/vila2-curator/images].")
+    @click.option("--at", default=None, help="Read the store as of a tag (e.g. round-1) or version number.")
     @click.option("--database-uri", default=None, envvar="FIFTYONE_DATABASE_URI",
                   help="Use this MongoDB instead of FiftyOne's bundled mongod (env FIFTYONE_DATABASE_URI).")
     @click.pass_context
-    def inspect_cmd(ctx, rounds, where, limit, kinds, name, port, address, no_launch, cache_dir, database_uri):
+    def inspect_cmd(ctx, rounds, where, limit, kinds, name, port, address, no_launch, cache_dir, at, database_uri):
         """Look at images next to every round's captions in the FiftyOne App.
 
         Builds (or updates, keyed by image_id) a FiftyOne dataset from a SQL sample of the store: one
@@ -51,7 +52,8 @@ def register(cli: click.Group) -> None:
 
         store = open_store(ctx)
         res = ins.build_dataset(store, rounds=_rounds(rounds), where=where, limit=limit or None, name=name,
-                                cache_dir=cache_dir, database_uri=database_uri, kinds=list(kinds) or None)
+                                cache_dir=cache_dir, database_uri=database_uri, kinds=list(kinds) or None,
+                                at=at)
         click.echo(f"dataset {res.name}: {res.added} added, {res.updated} updated, "
                    f"{len(res.dataset)} samples; caption fields: {', '.join(res.caption_fields) or '-'}")
         if no_launch:
@@ -66,8 +68,9 @@ def register(cli: click.Group) -> None:
 
     @cli.command("show")
     @click.argument("image_id")
+    @click.option("--at", default=None, help="Read the store as of a tag (e.g. round-1) or version number.")
     @click.pass_context
-    def show_cmd(ctx, image_id):
+    def show_cmd(ctx, image_id, at):
         """Print every caption version of one image with provenance and verdicts.
 
         IMAGE_ID is the image's sha256 (a unique prefix of 6+ characters is enough).
@@ -78,7 +81,7 @@ def register(cli: click.Group) -> None:
         """
         from curator.show import render_show, show
 
-        click.echo(render_show(show(open_store(ctx), image_id)))
+        click.echo(render_show(show(open_store(ctx), image_id, at=at)))
 
     @cli.command("diff")
     @click.option("--round", "rounds", type=int, multiple=True, required=True,
@@ -87,8 +90,9 @@ def register(cli: click.Group) -> None:
     @click.option("--where", default=None, help="SQL condition on the images table.")
     @click.option("--limit", default=20, show_default=True, type=int,
                   help="List at most this many images (the drift summary covers all).")
+    @click.option("--at", default=None, help="Read the store as of a tag (e.g. round-1) or version number.")
     @click.pass_context
-    def diff_cmd(ctx, rounds, kind, where, limit):
+    def diff_cmd(ctx, rounds, kind, where, limit, at):
         """Per-image caption changes from round A to round B, and the aggregate drift.
 
         Compares the latest round×kind version per image: length in words and text; on synthetic images
@@ -103,4 +107,4 @@ def register(cli: click.Group) -> None:
         if len(rounds) != 2:
             raise InputError(f"diff got {len(rounds)} --round value(s)", "it compares exactly two rounds",
                              "e.g. curator diff --round 0 --round 1")
-        click.echo(render_diff(diff(open_store(ctx), rounds[0], rounds[1], kind=kind, where=where), limit=limit))
+        click.echo(render_diff(diff(open_store(ctx), rounds[0], rounds[1], kind=kind, where=where, at=at), limit=limit))
