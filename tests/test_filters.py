@@ -190,3 +190,18 @@ def test_grounding_score_and_cli(tmp_path):
     assert "grounding         4  grounding: image adds #" in out.output
     bad = CliRunner().invoke(cli, ["--store", str(tmp_path / "s"), "filter", "--round", "1", "--threshold", "length.maxwords=3"])
     assert bad.exit_code == 1 and bad.output.startswith("Error: unknown threshold 'maxwords' for filter length")
+
+
+def test_clip_filter_is_off_by_default_and_names_its_extra(tmp_path):
+    import importlib.util
+
+    from curator.errors import MissingExtraError
+
+    store, ids = make_store(tmp_path, CAPTIONS[:2])
+    assert "clip" not in filters.run_filters(store, 1)["filters"]
+    if importlib.util.find_spec("open_clip") is None:
+        with pytest.raises(MissingExtraError, match=r"the clip filter needs the 'open_clip' package .*vila2-curator\[clip\]"):
+            filters.run_filters(store, 1, filters=["clip"])
+    else:
+        with pytest.raises(Exception, match="the clip filter needs a model name and local weights"):
+            filters.run_filters(store, 1, filters=["clip"])
