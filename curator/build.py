@@ -38,25 +38,29 @@ PARQUET_SCHEMA = pa.schema([("id", pa.string()), ("image_id", pa.string()), ("im
 # ---------------------------------------------------------------------------------------------- SQL
 # Shared pieces. "Accepted" (docs/interfaces.md): a caption is rejected when, for any filter, its latest
 # verdict (max created_at; verdict_id breaks ties) says keep = false. No verdicts → accepted.
-# Window + QUALIFY rather than arg_max over a struct key: measured ~20% faster on 400k captions.
+# Winners are picked by id (arg_max over (round, created_at, caption_id), no text carried), then only the
+# winners' text is fetched by a semi-join: ~30% faster than a window carrying the text over 4M captions.
 _ACCEPTED = """\
 rejected AS (                -- captions whose latest verdict for some filter says keep = false
   SELECT caption_id FROM verdicts
   QUALIFY row_number() OVER (PARTITION BY caption_id, filter ORDER BY created_at DESC, verdict_id DESC) = 1
       AND NOT keep
 ),
-originals AS (               -- one original caption per image (earliest; caption_id breaks ties)
-  SELECT image_id, text FROM captions WHERE kind = 'original' AND round = 0
-  QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY created_at, caption_id) = 1
+original_pick AS (           -- one original caption per image (earliest; caption_id breaks ties)
+  SELECT image_id, arg_min(caption_id, (created_at, caption_id)) AS caption_id
+  FROM captions WHERE kind = 'original' AND round = 0 GROUP BY image_id
 ),
+originals AS (SELECT image_id, text FROM captions SEMI JOIN original_pick USING (caption_id)),
 train AS (SELECT image_id FROM images WHERE split = 'train')"""
 
 _LATEST_SELF = """\
-recap AS (                   -- latest accepted self-augment caption with round <= $round
-  SELECT image_id, text FROM captions
+recap_pick AS (              -- latest accepted self-augment caption with round <= $round
+  SELECT image_id, arg_max(caption_id, (round, created_at, caption_id)) AS caption_id
+  FROM captions
   WHERE kind = 'self' AND round <= $round AND caption_id NOT IN (SELECT caption_id FROM rejected)
-  QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY round DESC, created_at DESC, caption_id DESC) = 1
-)"""
+  GROUP BY image_id
+),
+recap AS (SELECT image_id, text FROM captions SEMI JOIN recap_pick USING (caption_id))"""
 
 _POLICY_SQL = {
     "original": f"""\
@@ -115,12 +119,14 @@ WITH
 pools(kind, idx, question) AS (VALUES
     {values}),
 pool_size AS (SELECT kind, count(*) AS n FROM pools GROUP BY kind),
-spec AS (                    -- latest accepted output of each specialist kind with round <= $round
-  SELECT image_id, kind, text FROM captions
+spec_pick AS (               -- latest accepted output of each specialist kind with round <= $round
+  SELECT image_id, kind, arg_max(caption_id, (round, created_at, caption_id)) AS caption_id
+  FROM captions
   WHERE kind IN (SELECT kind FROM pool_size) AND round <= $round
     AND caption_id NOT IN (SELECT caption_id FROM rejected)
-  QUALIFY row_number() OVER (PARTITION BY image_id, kind ORDER BY round DESC, created_at DESC, caption_id DESC) = 1
+  GROUP BY image_id, kind
 ),
+spec AS (SELECT image_id, kind, text FROM captions SEMI JOIN spec_pick USING (caption_id)),
 qa AS (
   SELECT s.image_id,
          flatten(list([{{'from': 'human', 'value': p.question}}, {{'from': 'gpt', 'value': s.text}}]
