@@ -120,6 +120,9 @@ def filter_cmd(ctx, round_, filter_names, thresholds, params, kind, model, devic
         counts = run_filters(store, round_, filters=names, thresholds=parse_thresholds(list(thresholds)),
                              params=parse_thresholds(list(params)), kind=kind, model=model, device=device,
                              batch_size=batch_size)
+        if counts["captions"] == 0:
+            click.echo(f"round {round_} has no recaptions{f' of kind {kind}' if kind else ''} to filter — "
+                       f"run `curator recaption --round {round_} …` first", err=True)
         click.echo(f"run {counts['run_id']}: {counts['captions']} captions, "
                    f"{counts.get('repcut_versions', 0)} repetition-cut versions written")
         for name, c in counts["filters"].items():
