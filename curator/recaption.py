@@ -265,7 +265,8 @@ def recaption(store, round: int, model: str, prompts: str = "vila2", kind: str =
         size, max_pixels = (image_size, image_size), None
     config = {"model": str(model), "captioner": captioner, "prompts": prompts, "kind": kind, "engine": engine,
               "where": where, "limit": limit, "shard": list(shard), "batch_size": batch_size,
-              "sampling": sampling, "image_size": size, "device": device, "address": address}
+              "sampling": sampling, "image_size": size, "device": device, "address": address,
+              "prompts_file": str(prompts_file) if prompts_file else None}
     run_id = store.start_run("recaption", round, config)
     job = Job(store.uri, store.storage_options, str(model), captioner, round, kind, sampling, run_id, batch_size,
               size, max_pixels, device)
