@@ -23,12 +23,13 @@ import pyarrow.parquet as pq
 
 from curator import schema
 from curator.errors import InputError, StoreError
-from curator.store import Store, _fetch_arrow, check_read_only
+from curator.store import Store, check_read_only
 
 POLICIES = ("original", "recaption", "concat", "specialist-qa")
 FORMATS = ("llava", "parquet", "webdataset")
 DEFAULT_ROWS_PER_SHARD = 100_000
 PARQUET_ROW_GROUP = 100_000   # upper bound on rows per Parquet row group
+# The target the concat policy writes (its SQL spells it with chr(10)); importable for readers and tests.
 CONCAT_FORMAT = "### Short description:\n{original}\n\n### Long description:\n{recaption}"
 
 CONV_TYPE = pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))
@@ -169,17 +170,20 @@ class BuildResult:
         return self.manifest["rows"]
 
 
-def build(store: Store, round: int, policy: str = "concat", format: str = "parquet", out: str | None = None,
+def build(store: Store, round: int, policy: str | None = None, format: str = "parquet", out: str | None = None,
           sql: str | None = None, seed: int = 0, at=None, rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
           overwrite: bool = False, expect_content_hash: str | None = None) -> BuildResult:
-    """Materialise a training set. `sql` replaces the named policy (policy is then recorded as 'custom'
-    unless given explicitly). `at` reads a past state (tag, version, or {table: version})."""
+    """Materialise a training set with a named policy (default concat) or your own `sql` (recorded as
+    policy 'custom' unless you name it). `at` reads a past state (tag, version, or {table: version})."""
     if format not in FORMATS:
         raise InputError(f"unknown format {format!r}", f"choose one of {', '.join(FORMATS)}", "e.g. --format parquet")
     if rows_per_shard < 1:
         raise InputError(f"rows_per_shard must be >= 1, got {rows_per_shard}", "", "e.g. 100000")
     if sql is None:
+        policy = policy or "concat"
         sql = policy_sql(policy)
+    else:
+        policy = policy or "custom"
     import duckdb
 
     check_read_only(sql)
@@ -232,14 +236,14 @@ def build(store: Store, round: int, policy: str = "concat", format: str = "parqu
         with open(os.path.join(out, "manifest.json"), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=True, ensure_ascii=False)
             f.write("\n")
+        if expect_content_hash and expect_content_hash != content:   # checked before it is recorded as a build
+            raise StoreError(f"rebuild of {build_id} produced different bytes",
+                             f"content hash {content[:16]} != recorded {expect_content_hash[:16]}",
+                             "the store versions may have been cleaned up, or the curator version changed")
         store.add_build({"build_id": build_id, "round": round, "policy": policy, "sql": sql, "sql_hash": sh,
                          "store_versions": json.dumps(versions, sort_keys=True), "seed": seed, "format": format,
                          "output_path": os.path.abspath(out), "rows": rows, "content_hash": content,
                          "counts": json.dumps(counts, sort_keys=True), "run_id": run_id})
-        if expect_content_hash and expect_content_hash != content:
-            raise StoreError(f"rebuild of {build_id} produced different bytes",
-                             f"content hash {content[:16]} != recorded {expect_content_hash[:16]}",
-                             "the store versions may have been cleaned up, or the curator version changed")
     except BaseException as e:
         store.finish_run(run_id, status="failed", error=f"{type(e).__name__}: {e}", versions_read=versions)
         raise

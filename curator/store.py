@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 from datetime import datetime, timezone
-from typing import Any
 
 import pyarrow as pa
 

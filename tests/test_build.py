@@ -258,6 +258,6 @@ def test_bad_custom_policies_fail_loudly(world, tmp_path, fmt):
     ]
     for i, (sql, msg) in enumerate(cases):
         with pytest.raises(InputError, match=msg):
-            build(store, 2, "custom", fmt, sql=sql, out=str(tmp_path / str(i)))
+            build(store, 2, sql=sql, format=fmt, out=str(tmp_path / str(i)))
     runs = store.sql("SELECT status, count(*) AS n FROM runs WHERE kind = 'build' GROUP BY status").to_pylist()
     assert runs == [{"status": "failed", "n": 4}]

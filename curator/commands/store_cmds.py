@@ -127,11 +127,11 @@ def build_cmd(ctx, round_, policy, sql_file, show_sql, fmt, out, seed, at, rows_
         except OSError as e:
             raise InputError(f"cannot read --sql {sql_file}", str(e), "pass a readable .sql file") from e
         if ctx.get_parameter_source("policy") == click.core.ParameterSource.DEFAULT:
-            policy = "custom"
+            policy = None   # recorded as "custom"
     res = b.build(store, round_, policy, fmt, out=out, sql=sql, seed=seed, at=at, rows_per_shard=rows_per_shard,
                   overwrite=overwrite)
     c = res.manifest["counts"]
-    click.echo(f"build {res.build_id}  round {round_}  policy {policy}  format {fmt}\n"
+    click.echo(f"build {res.build_id}  round {round_}  policy {res.manifest['policy']}  format {fmt}\n"
                f"  rows                      {c['rows']}\n"
                f"  fell back to original     {c['fallback_to_original']}\n"
                f"  train images not in build {c['train_images_not_in_build']} (no original caption)\n"
