@@ -149,3 +149,44 @@ def test_trained_model_prefers_true_captions(trained):
     good = gen.loglikelihood(list(ims), prompt, [caption(*t) for t in truths])
     bad = gen.loglikelihood(list(ims), prompt, ["square square at at the the ." for _ in truths])
     assert all(g > b for g, b in zip(good, bad)), (good, bad)
+
+
+def test_curator_train_and_eval_register_models(tmp_path):
+    """The curator side: train on a world, one models row per stage with lineage; `curator eval` grades,
+    prints the table against the alt-text, and stores the metrics."""
+    from click.testing import CliRunner
+
+    from curator.cli import cli
+    from curator.store import Store
+    from curator.synthetic import WorldConfig, generate_world
+    from curator.training import train
+
+    w = generate_world(tmp_path / "w", n_pretrain=24, seed=0, cfg=WorldConfig(n_eval=4))
+    # The round-0 training set as `curator build --policy original` writes it: "<image>" -> alt-text.
+    rows = [json.loads(line) for line in w.pretrain_manifest.read_text().splitlines()]
+    (w.root / "pretrain" / "data.json").write_text(json.dumps([
+        {"id": str(k), "image": r["file"], "conversations": [{"from": "human", "value": "<image>"},
+                                                            {"from": "gpt", "value": r["caption"]}]}
+        for k, r in enumerate(rows)]))
+    store = Store(str(tmp_path / "store"), create=True)
+    res = train(store, tmp_path / "m", str(w.root / "pretrain"), str(w.sft), round=0, preset="micro",
+                max_steps=2, batch_size=4, progress=False)
+    got = store.sql("SELECT model_id, stage, parent_model_id, round, role FROM models ORDER BY created_at").to_pylist()
+    assert [(r["stage"], r["round"], r["role"]) for r in got] == [("align", 0, "generalist"), ("pretrain", 0, "generalist"),
+                                                                  ("sft", 0, "generalist")]
+    assert [r["parent_model_id"] for r in got] == ["", got[0]["model_id"], got[1]["model_id"]]
+    assert got[2]["model_id"] == res["models"]["sft"] == content_hash(res["paths"]["sft"])
+
+    run = CliRunner().invoke(cli, ["--store", str(tmp_path / "store"), "eval", "--model", res["models"]["sft"][:12],
+                                   "--eval", str(w.eval), "--limit", "3", "--no-grounding"])
+    assert run.exit_code == 0, run.output
+    assert "alt-text" in run.output and "model" in run.output and "(3 eval images)" in run.output
+    metrics = json.loads(store.sql("SELECT metrics FROM models WHERE stage = 'sft'").to_pylist()[0]["metrics"])
+    assert metrics["n_eval"] == 3 and 0.0 <= metrics["caption_p_x_r"] <= 1.0 and "vqa_acc" in metrics
+    listing = CliRunner().invoke(cli, ["--store", str(tmp_path / "store"), "models"])
+    assert listing.exit_code == 0 and listing.output.count("generalist") == 3
+
+    bad = CliRunner().invoke(cli, ["--store", str(tmp_path / "store"), "train", "--data", "nope", "--sft", str(w.sft),
+                                   "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1
+    assert "Error: training data 'nope' not found — it is neither a build_id" in bad.output
