@@ -351,46 +351,57 @@ def iter_hf(path: str, image_column: str = "image", caption_column: str | None =
         yield it
 
 
+def _tar_groups(tf) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) per sample, streaming: members of one sample are consecutive in a WebDataset
+    tar (the convention img2dataset and the webdataset library rely on), so memory holds one sample."""
+    key, group = None, {}
+    for m in tf:
+        if not m.isfile():
+            continue
+        base = os.path.basename(m.name)
+        k = os.path.join(os.path.dirname(m.name), base.split(".", 1)[0])
+        ext = base.split(".", 1)[1].lower() if "." in base else ""
+        if k != key and group:
+            yield key, group
+            group = {}
+        key = k
+        group[ext] = tf.extractfile(m).read()
+    if group:
+        yield key, group
+
+
 def iter_webdataset(paths: list[str], split: str = "train") -> Iterator[Item]:
     """WebDataset shards as img2dataset writes them: <key>.jpg|png|webp + <key>.txt + <key>.json."""
     for shard in paths:
         if not os.path.exists(shard):
             yield Item(uri=shard, reject="missing_file")
             continue
+        n = 0
         try:
             with tarfile.open(shard, "r:*") as tf:
-                groups: dict[str, dict[str, bytes]] = {}
-                order: list[str] = []
-                for m in tf:
-                    if not m.isfile():
-                        continue
-                    base = os.path.basename(m.name)
-                    key = os.path.join(os.path.dirname(m.name), base.split(".", 1)[0])
-                    ext = base.split(".", 1)[1].lower() if "." in base else ""
-                    if key not in groups:
-                        groups[key] = {}
-                        order.append(key)
-                    groups[key][ext] = tf.extractfile(m).read()
+                for key, g in _tar_groups(tf):
+                    n += 1
+                    yield _wds_item(shard, key, g, split)
         except (tarfile.TarError, OSError, EOFError) as e:
-            yield Item(uri=shard, reject="bad_tar", detail=str(e))
-            continue
-        for key in order:
-            g = groups[key]
-            img_ext = next((e for e in ("jpg", "jpeg", "png", "webp") if e in g), None)
-            uri = f"{shard}#{key}"
-            if img_ext is None:
-                yield Item(uri=uri, reject="missing_file", detail=f"no image member for key {key} (has {sorted(g)})")
-                continue
-            meta = {}
-            if "json" in g:
-                try:
-                    meta = json.loads(g["json"].decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError):
-                    meta = {"json_unreadable": True}
-            cap = g.get("txt")
-            if cap is None and isinstance(meta, dict) and isinstance(meta.get("caption"), str):
-                cap = meta["caption"]
-            yield Item(uri=uri, data=g[img_ext], caption=cap, meta={"wds": meta} if meta else {}, split=split)
+            # Samples before the damage have landed; the rest of the shard is one counted rejection.
+            yield Item(uri=shard, reject="bad_tar", detail=f"after {n} samples: {e}")
+
+
+def _wds_item(shard: str, key: str, g: dict[str, bytes], split: str) -> Item:
+    img_ext = next((e for e in ("jpg", "jpeg", "png", "webp") if e in g), None)
+    uri = f"{shard}#{key}"
+    if img_ext is None:
+        return Item(uri=uri, reject="missing_file", detail=f"no image member for key {key} (has {sorted(g)})")
+    meta = {}
+    if "json" in g:
+        try:
+            meta = json.loads(g["json"].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            meta = {"json_unreadable": True}
+    cap = g.get("txt")
+    if cap is None and isinstance(meta, dict) and isinstance(meta.get("caption"), str):
+        cap = meta["caption"]
+    return Item(uri=uri, data=g[img_ext], caption=cap, meta={"wds": meta} if meta else {}, split=split)
 
 
 def iter_synthetic_items(n: int, seed: int, split: str = "train") -> Iterator[Item]:

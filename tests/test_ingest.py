@@ -133,8 +133,17 @@ def test_webdataset_shards_img2dataset_layout(tmp_store, tmp_path):
                 _tar_add(tf, f"{key}.txt", f"wds {s} {i}".encode())
                 _tar_add(tf, f"{key}.json", json.dumps({"url": f"http://x/{key}", "key": key}).encode())
     (tmp_path / "00002.tar").write_bytes(b"this is not a tar")
+    # A shard cut off mid-way: the samples before the cut land, the rest is one counted rejection.
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for i in range(3):
+            _tar_add(tf, f"cut{i}.jpg", jpg((250, 250, i * 70)))
+            _tar_add(tf, f"cut{i}.txt", f"cut {i}".encode())
+    first = tarfile.open(fileobj=io.BytesIO(buf.getvalue())).getmembers()[2].offset   # header of cut1.jpg
+    (tmp_path / "00003.tar").write_bytes(buf.getvalue()[: first + 700])
     r = ingest(tmp_store, webdataset=[str(tmp_path)])
-    assert (r.counts["images_added"], r.counts["captions_added"], r.counts["rejected"]) == (6, 6, {"bad_tar": 1})
+    assert (r.counts["images_added"], r.counts["captions_added"], r.counts["rejected"]) == (7, 7, {"bad_tar": 2})
+    assert r.counts["examples"]["bad_tar"][1].startswith(f"{tmp_path / '00003.tar'} (after 1 samples: ")
     row = tmp_store.sql("SELECT uri, meta FROM images ORDER BY uri LIMIT 1").to_pylist()[0]
     assert row["uri"].endswith("00000.tar#000000000")
     assert json.loads(row["meta"])["wds"]["url"] == "http://x/000000000"
