@@ -91,6 +91,9 @@ class Store:
 
         try:
             return lance.dataset(self._path(table), version=version, storage_options=self.storage_options)
+        except OSError as e:      # object-store / filesystem trouble (credentials, network, permissions)
+            raise StoreError(f"cannot open table {table} at {self.uri}", str(e).splitlines()[0][:300],
+                             "check the path, permissions, or the s3 storage options (CURATOR_STORAGE_OPTIONS)") from e
         except ValueError as e:   # lance raises ValueError for a missing dataset or version/tag
             msg = str(e).split(",")[0]
             if version is None:
