@@ -427,7 +427,9 @@ class IngestReport:
                  f"  items seen          {c['seen']}",
                  f"  images added        {c['images_added']}   (already in store: {c['images_existing']}, "
                  f"duplicate bytes in input: {c['duplicates_in_input']})",
-                 f"  captions added      {c['captions_added']}   (already in store: {c['captions_existing']})"]
+                 f"  captions added      {c['captions_added']}   (already in store: {c['captions_existing']}"
+                 + (f", from a duplicate's other name: {c['captions_from_duplicate_name']}"
+                    if c.get("captions_from_duplicate_name") else "") + ")"]
         if c["converted"]:
             lines.append("  converted to RGB    " + ", ".join(f"{k}: {v}" for k, v in sorted(c["converted"].items())))
         if c.get("ignored_files"):
@@ -538,11 +540,15 @@ def original_caption_row(image_id: str, text: str, run_id: str, now=None) -> dic
 
 
 def _progress(enabled: bool, total: int | None):
-    if not enabled:
+    import sys
+
+    if not enabled or not sys.stderr.isatty():   # a bar in a log file is noise; the summary says it all
         return None
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    p = Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True)
+    p = Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True,
+                 console=Console(stderr=True))
     p.start()
     return p, p.add_task("ingest", total=total)
 
