@@ -111,8 +111,15 @@ def test_hf_dataset_saved_to_disk_and_parquet(tmp_store, tmp_path):
     ds2.to_parquet(str(tmp_path / "pq" / "train.parquet"))
     r2 = ingest(tmp_store, hf=str(tmp_path / "pq"))
     assert r2.counts["images_added"] == 2
+    (tmp_path / "imf").mkdir()   # an imagefolder with captions in metadata.jsonl
+    for i in range(2):
+        Image.new("RGB", (6, 6), (0, 0, i * 50 + 3)).save(tmp_path / "imf" / f"f{i}.png")
+    (tmp_path / "imf" / "metadata.jsonl").write_text(
+        "".join(json.dumps({"file_name": f"f{i}.png", "text": f"imf {i}"}) + "\n" for i in range(2)))
+    r3 = ingest(tmp_store, hf=str(tmp_path / "imf"))
+    assert (r3.counts["images_added"], r3.counts["captions_added"]) == (2, 2)
     texts = sorted(tmp_store.sql("SELECT text FROM captions").column("text").to_pylist())
-    assert texts == ["hf 0", "hf 1", "hf 2", "pq 0", "pq 1"]
+    assert texts == ["hf 0", "hf 1", "hf 2", "imf 0", "imf 1", "pq 0", "pq 1"]
     assert set(tmp_store.sql("SELECT source FROM images").column(0).to_pylist()) == {"hf"}
     with pytest.raises(InputError, match="^dataset has no column 'picture'"):
         ingest(tmp_store, hf=str(tmp_path / "saved"), image_column="picture")
