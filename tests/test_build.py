@@ -261,3 +261,16 @@ def test_bad_custom_policies_fail_loudly(world, tmp_path, fmt):
             build(store, 2, sql=sql, format=fmt, out=str(tmp_path / str(i)))
     runs = store.sql("SELECT status, count(*) AS n FROM runs WHERE kind = 'build' GROUP BY status").to_pylist()
     assert runs == [{"status": "failed", "n": 4}]
+
+
+def test_build_at_a_tag_reads_the_tagged_state(world, tmp_path):
+    store, ids = world
+    store.tag("round-2")
+    before = build(store, 2, "concat", "parquet", out=str(tmp_path / "a"))
+    store.add_captions([_cap(ids["img5"], 2, "self", "self5 late", 9)])
+    run_cli("build", "--round", "2", "--at", "round-2", "--out", str(tmp_path / "b"), store=store.uri)
+    assert (tmp_path / "b" / "data-00000-of-00001.parquet").read_bytes() == \
+        (tmp_path / "a" / "data-00000-of-00001.parquet").read_bytes()
+    now = _targets(build(store, 2, "concat", "parquet", out=str(tmp_path / "c")).out_dir)
+    assert _gpt(now[ids["img5"]]).endswith("### Long description:\nself5 late")
+    assert before.manifest["counts"]["fallback_to_original"] == 3
