@@ -439,7 +439,7 @@ class Store:
 
 
 # -------------------------------------------------------------------- read-only guard
-_ALLOWED = {"SELECT", "EXPLAIN"}
+_ALLOWED = {"SELECT"}   # EXPLAIN [ANALYZE] is allowed when what it explains is a SELECT
 
 
 def _first_line(e: Exception) -> str:
@@ -461,6 +461,11 @@ def check_read_only(query: str) -> None:
         raise ReadOnlyError(f"refused: {len(stmts)} statements", "curator sql runs exactly one SELECT",
                             "send one statement at a time")
     kind = stmts[0].type.name
+    if kind == "EXPLAIN":
+        # EXPLAIN [ANALYZE] runs its inner statement: judge that one (EXPLAIN ANALYZE COPY … writes).
+        inner = re.sub(r"^\s*explain(\s+analy[sz]e)?\b", "", stmts[0].query, count=1, flags=re.I)
+        inner_stmts = duckdb.extract_statements(inner) if inner.strip() else []
+        kind = inner_stmts[0].type.name if len(inner_stmts) == 1 else "EXPLAIN"
     if kind not in _ALLOWED:
         raise ReadOnlyError(f"refused: {kind} statement", "the store is read-only through SQL",
                             "write through the Python API / curator commands; use SELECT here")

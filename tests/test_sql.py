@@ -38,6 +38,9 @@ REFUSED = [
     ("PRAGMA enable_profiling", "refused: PRAGMA statement"),
     ("EXPORT DATABASE 'dump'", "refused: EXPORT statement"),
     ("SELECT 1; DROP VIEW captions", "refused: 2 statements"),
+    ("EXPLAIN ANALYZE COPY (SELECT * FROM captions) TO 'x.csv'", "refused: COPY statement"),
+    ("CALL pragma_version()", "refused: CALL statement"),
+    ("CHECKPOINT", "refused: CALL statement"),
     ("SELECT * FROM read_csv('/etc/passwd')", "refused: the query reaches outside the store"),
     ("SELECT * FROM read_parquet('/etc/*.parquet')", "refused: the query reaches outside the store"),
     ("SELECT * FROM glob('/etc/*')", "refused: the query reaches outside the store"),
@@ -64,6 +67,11 @@ def test_cli_refusal_is_one_line_and_nonzero(filled, tmp_path):
                           "the Python API / curator commands; use SELECT here\n")
     assert not (tmp_path / "leak.csv").exists()
     assert tree_hash(filled.uri) == before
+
+
+def test_explain_of_a_select_is_allowed(filled):
+    plan = filled.sql("EXPLAIN SELECT count(*) FROM captions WHERE round = 0")
+    assert plan.num_rows >= 1 and "ARROW_SCAN" in str(plan.to_pylist()).upper().replace("PYTHON_", "")
 
 
 def test_bad_sql_is_an_input_error(filled):
