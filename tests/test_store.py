@@ -177,3 +177,15 @@ def test_compact_keeps_rows_and_history(tmp_store):
     assert len(tmp_store.table("images").get_fragments()) == 1
     assert tmp_store.counts()["images"] == 4
     assert tmp_store.table("images", at="before").count_rows() == 4
+
+
+def test_cli_compact(tmp_store):
+    from conftest import run_cli
+
+    for i in range(3):
+        tmp_store.add_images([_img(i)])
+    out = run_cli("compact", store=tmp_store.uri).stdout
+    v = tmp_store.versions()
+    assert v["images"] > 4   # three appends after creation, then the compaction commit(s)
+    assert out == "compacted images; versions: " + " ".join(f"{t}@{n}" for t, n in v.items()) + "\n"
+    assert len(tmp_store.table("images").get_fragments()) == 1

@@ -177,6 +177,23 @@ def rounds_cmd(ctx):
     click.echo(f"{'(current)':<16}" + " ".join(f"{t}@{v}" for t, v in store.versions().items()))
 
 
+@click.command("compact", epilog=_example("curator compact"))
+@click.pass_context
+def compact_cmd(ctx):
+    """Merge each table's small fragments (many small commits slow scans down); run it between rounds.
+
+    Old versions stay readable, so tags and --at keep working.
+    """
+    from curator.cli import open_store
+
+    store = open_store(ctx)
+    before = store.versions()
+    after = store.compact()
+    changed = [t for t in after if after[t] != before[t]]
+    click.echo(f"compacted {', '.join(changed) or 'nothing (already one fragment per table)'}; versions: "
+               + " ".join(f"{t}@{v}" for t, v in after.items()))
+
+
 def register(cli: click.Group) -> None:
-    for c in (ingest_cmd, sql_cmd, build_cmd, builds_cmd, tag_cmd, rounds_cmd):
+    for c in (ingest_cmd, sql_cmd, build_cmd, builds_cmd, tag_cmd, rounds_cmd, compact_cmd):
         cli.add_command(c)
