@@ -25,7 +25,7 @@ from curator import schema
 from curator.errors import InputError, StoreError
 from curator.store import Store, check_read_only
 
-POLICIES = ("original", "recaption", "concat", "specialist-qa")
+POLICIES = ("original", "recaption", "concat", "specialist-qa", "concat-specialist-qa")
 FORMATS = ("llava", "parquet", "webdataset")
 DEFAULT_ROWS_PER_SHARD = 100_000
 PARQUET_ROW_GROUP = 100_000   # upper bound on rows per Parquet row group
@@ -104,19 +104,31 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def _specialist_sql() -> str:
+def _specialist_sql(first: str = "original") -> str:
+    """specialist-qa (first turn = the original caption, as the method describes) or concat-specialist-qa
+    (first turn = the concat target, so the self-augmented recaption stays in the data)."""
     from curator.prompts import load_prompts
 
     pools = load_prompts().pools
     values = ",\n    ".join(f"({_sql_str(k)}, {i}, {_sql_str(q)})"
                             for k in sorted(pools) for i, q in enumerate(pools[k]))
+    if first == "concat":
+        head = ("-- policy: concat-specialist-qa — <image> + the concat target (original + latest accepted recaption),\n"
+                "-- then one QA turn per accepted specialist output")
+        recap_cte = f",\n{_LATEST_SELF}"
+        first_value = ("CASE WHEN r.text IS NULL THEN o.text ELSE '### Short description:' || chr(10) || o.text "
+                       "|| chr(10) || chr(10) || '### Long description:' || chr(10) || r.text END")
+        recap_join = " LEFT JOIN recap r USING (image_id)"
+    else:
+        head = "-- policy: specialist-qa — <image> + original caption, then one QA turn per accepted specialist output"
+        recap_cte, first_value, recap_join = "", "o.text", ""
     return f"""\
--- policy: specialist-qa — <image> + original caption, then one QA turn per accepted specialist output
+{head}
 -- (latest per specialist kind with round <= $round): the question is drawn from the specialist's pool
 -- and the specialists are shuffled per sample, both by md5 of ($seed, image_id, kind). To add a
 -- specialist, add its question rows to `pools`.
 WITH
-{_ACCEPTED},
+{_ACCEPTED}{recap_cte},
 pools(kind, idx, question) AS (VALUES
     {values}),
 pool_size AS (SELECT kind, count(*) AS n FROM pools GROUP BY kind),
@@ -138,16 +150,18 @@ qa AS (
   GROUP BY s.image_id
 )
 SELECT t.image_id AS id, t.image_id,
-       list_concat([{{'from': 'human', 'value': '<image>'}}, {{'from': 'gpt', 'value': o.text}}],
+       list_concat([{{'from': 'human', 'value': '<image>'}}, {{'from': 'gpt', 'value': {first_value}}}],
                    coalesce(q.turns, [])) AS conversations,
        q.turns IS NULL AS fallback
-FROM train t JOIN originals o USING (image_id) LEFT JOIN qa q USING (image_id)
+FROM train t JOIN originals o USING (image_id) LEFT JOIN qa q USING (image_id){recap_join}
 """
 
 
 def policy_sql(policy: str) -> str:
     if policy == "specialist-qa":
         return _specialist_sql()
+    if policy == "concat-specialist-qa":
+        return _specialist_sql(first="concat")
     if policy in _POLICY_SQL:
         return _POLICY_SQL[policy]
     raise InputError(f"unknown policy {policy!r}", f"choose one of {', '.join(POLICIES)}",

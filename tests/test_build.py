@@ -152,6 +152,17 @@ def test_specialist_qa_turns_pools_and_seeded_shuffle(world, tmp_path):
     assert len(orders) > 1 and len(questions) > 1
 
 
+def test_concat_specialist_qa_keeps_the_recaption_in_the_first_turn(world, tmp_path):
+    store, ids = world
+    base = _targets(build(store, 2, "specialist-qa", "parquet", out=str(tmp_path / "sq"), seed=0).out_dir)
+    rows = _targets(build(store, 2, "concat-specialist-qa", "parquet", out=str(tmp_path / "csq"), seed=0).out_dir)
+    c0 = rows[ids["img0"]]["conversations"]
+    assert c0[1] == {"from": "gpt", "value": "### Short description:\nalt 0\n\n### Long description:\nself0 r2"}
+    assert c0[2:] == base[ids["img0"]]["conversations"][2:]          # same QA turns, same order
+    assert rows[ids["img5"]]["conversations"][1]["value"] == "alt 5"  # no recaption: the original alone
+    assert rows[ids["img1"]]["conversations"][1]["value"].endswith("self1 cut")
+
+
 def test_three_formats_hold_the_same_samples(world, tmp_path):
     store, ids = world
     pqt = _targets(build(store, 2, "concat", "parquet", out=str(tmp_path / "p")).out_dir)

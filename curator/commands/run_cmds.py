@@ -34,7 +34,7 @@ def _loop_options(f):
         click.option("--engine", default="transformers", show_default=True,
                      type=click.Choice(["transformers", "vllm", "ray"])),
         click.option("--batch-size", type=int, default=64, show_default=True, help="recaption batch size."),
-        click.option("--max-new-tokens", type=int, default=96, show_default=True),
+        click.option("--max-new-tokens", type=int, default=128, show_default=True),
         click.option("--limit", type=int, default=None, help="recaption at most N images per round."),
         click.option("--eval-limit", type=int, default=None, help="grade only the first N eval items."),
         click.option("--device", default="cpu", show_default=True),
@@ -132,11 +132,14 @@ def register(cli: click.Group) -> None:
     @click.option("--specialist-data", multiple=True, help="NAME=PATH task data for a specialist (repeatable).")
     @click.option("--prompts-file", type=click.Path(exists=True), default=None,
                   help="prompts YAML with the specialists' prompt sets and question pools.")
+    @click.option("--policy", default="specialist-qa", show_default=True,
+                  type=click.Choice(["specialist-qa", "concat-specialist-qa"]),
+                  help="first turn = the original caption (the method) or the concat target (keeps the recaption).")
     @click.option("--ft-epochs", type=float, default=4.0, show_default=True, help="specialist fine-tune epochs.")
     @click.option("--ft-max-steps", type=int, default=None)
     @_loop_options
     @click.pass_context
-    def specialist_cmd(ctx, specialists, specialist_data, prompts_file, ft_epochs, ft_max_steps, world, sft, eval_,
+    def specialist_cmd(ctx, specialists, specialist_data, prompts_file, policy, ft_epochs, ft_max_steps, world, sft, eval_,
                        work, **kw):
         """Fine-tune specialists from the latest generalist's stage-2 checkpoint, recaption with each, build
         with specialist-qa, retrain the generalist from scratch, evaluate.
@@ -161,7 +164,7 @@ def register(cli: click.Group) -> None:
                                      f"pass --specialist-data {name}=PATH")
                 data[name] = str(Path(world) / "tasks" / name / "data.json")
         store = open_store(ctx)
-        cfg = SpecialistConfig(specialists=data, loop=_loop_config(**kw), prompts_file=prompts_file,
+        cfg = SpecialistConfig(specialists=data, loop=_loop_config(**kw), prompts_file=prompts_file, policy=policy,
                                finetune=SpecialistArgs(epochs=ft_epochs, max_steps=ft_max_steps))
         res = run_specialist_augment(store, work, sft, eval_, cfg, log=click.echo)
         click.echo(f"round {res['round']} (specialists) vs round {res['base_round']}:")

@@ -7,6 +7,7 @@ import json
 import click
 
 from curator.errors import InputError
+from curator.build import POLICIES
 
 
 def _example(*lines: str) -> str:
@@ -87,7 +88,7 @@ def sql_cmd(ctx, query, at, version, out, fmt, max_rows):
 
 @click.command("build", epilog=_example('curator build --round 1 --policy concat --format parquet --out builds/r1', 'curator build --policy concat --show-sql > my_policy.sql', 'curator build --from-manifest builds/r1/manifest.json --out builds/r1-again'))
 @click.option("--round", "round_", type=int, default=None, help="Round N: uses captions with round <= N.")
-@click.option("--policy", type=click.Choice(["original", "recaption", "concat", "specialist-qa"]), default="concat",
+@click.option("--policy", type=click.Choice(list(POLICIES)), default="concat",
               show_default=True, help="Named policy (SQL; see --show-sql).")
 @click.option("--sql", "sql_file", type=click.Path(), default=None, help="Your own policy SELECT from FILE (replaces --policy).")
 @click.option("--show-sql", is_flag=True, help="Print the policy's SQL and exit.")
