@@ -550,6 +550,9 @@ def grade_captions(texts: dict, items: list, prefix: str = "caption_") -> dict:
         "length_words": _mean(r["length_words"] for r in rows),
         "empty_rate": _mean(0.0 if r["n_stated"] else 1.0 for r in rows),
         "hallucinated_per_caption": _mean(len(r["hallucinated"]) for r in rows),
+        # a model that ignores the image writes one caption for every image (seen in a round-0 probe)
+        "distinct_rate": (len({" ".join((texts.get(it["id"]) or "").split()) for it in items}) / len(items)
+                          if items else 0.0),
     }
     for k, c in tot.items():
         out[f"{k}_precision"] = c["true"] / c["stated"] if c["stated"] else 0.0

@@ -157,6 +157,8 @@ def test_grade_eval_aggregates_exact_numbers():
     assert m["caption_p_x_r"] == 0.5 and m["caption_f1"] == 0.5   # F1 and precision × recall
     assert m["caption_empty_rate"] == 0.5
     assert m["caption_length_words"] == 15.5
+    assert m["caption_distinct_rate"] == 1.0
+    assert grade_eval({"captions": {"a": "a red circle.", "b": "a  red circle."}}, [a, b])["caption_distinct_rate"] == 0.5
     assert (m["vqa_acc_color"], m["vqa_acc_count"], m["vqa_acc_spatial"]) == (1.0, 0.0, 1.0)
     assert m["vqa_acc"] == pytest.approx(2 / 3)
     assert m["grounding_iou"] == pytest.approx((1.0 / 2 + 0.0) / 2)
