@@ -48,7 +48,7 @@ def test_full_loop_artifacts_and_lineage(tmp_path, world):
     tasks = {n: str(world / "tasks" / n / "data.json") for n in ("spatial", "grounding", "ocr")}
     sres = run_specialist_augment(store, tmp_path / "work", sft, ev,
                                   SpecialistConfig(specialists=tasks, loop=toy_loop(),
-                                                   finetune=SpecialistArgs(max_steps=2)), log=logs.append)
+                                                   finetune=SpecialistArgs(epochs=1.0)), log=logs.append)
     assert sres["round"] == 3 and sres["base_round"] == 2
 
     # tags for every round
