@@ -170,12 +170,13 @@ def train_vlm(out_dir: str | Path,
               epochs_pretrain: float = 2.0,
               epochs_sft: float = 6.0,
               lr_align: float = 1e-3,          # the paper's stage-1 rate
-              lr_pretrain: float = 2e-3,       # paper 5e-5 for a pretrained LLM; a from-scratch tiny LLM needs more
+              lr_pretrain: float = 5e-4,       # paper 5e-5 for a pretrained LLM; from scratch needs more (2e-3: worse loss)
               lr_sft: float = 1e-3,            # paper 2e-5; same reason
               batch_size: int = 32,
               warmup_ratio: float = 0.03,
               weight_decay: float = 0.0,
               train_vision_in_pretrain: bool = True,
+              sft_in_pretrain: float = 0.0,   # copies of the SFT set mixed into stage 2 (VILA's ShareGPT4V share)
               tokenizer_texts: list[str] | None = None,   # extra text for the tokenizer (e.g. a user's captions)
               init_from: str | Path | None = None,        # a local HF InternVL checkpoint instead of from scratch
               max_len: int | None = None,
@@ -213,7 +214,13 @@ def train_vlm(out_dir: str | Path,
         processor = build_processor(texts_of(pre) + texts_of(sft) + list(tokenizer_texts or []), None, p)
         model = build_model(p, processor, seed=seed, attn_implementation=attn_implementation)
 
-    stage_data = {"align": pre, "pretrain": pre, "sft": sft}
+    # VILA's stage-2 blend includes high-quality detailed captions (ShareGPT4V) beside the web pairs; at toy
+    # scale the SFT set plays that part: whole copies, then a seeded share for the fractional part.
+    mix = sft * int(sft_in_pretrain)
+    if sft_in_pretrain % 1:
+        gmix = torch.Generator().manual_seed(seed)
+        mix += [sft[i] for i in torch.randperm(len(sft), generator=gmix)[:int(round(len(sft) * (sft_in_pretrain % 1)))]]
+    stage_data = {"align": pre, "pretrain": pre + mix if mix else pre, "sft": sft}
     epochs = {"align": epochs_align, "pretrain": epochs_pretrain, "sft": epochs_sft}
     lrs = {"align": lr_align, "pretrain": lr_pretrain, "sft": lr_sft}
     encoded: dict[int, Encoded] = {}
