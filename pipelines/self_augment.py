@@ -32,7 +32,7 @@ class RecaptionArgs:
     prompts: str = "vila2"           # the three long prompts, one drawn per image (seeded)
     engine: str = "transformers"     # transformers | vllm | ray
     batch_size: int = 64
-    max_new_tokens: int = 96
+    max_new_tokens: int = 128       # the world's detailed descriptions run to ~107 BPE tokens
     limit: int | None = None         # recaption only the first N selected images (smoke runs)
 
 
