@@ -12,14 +12,7 @@ from vila2_model.model import build_model
 from vila2_model.tokenizer import build_processor
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a shared 2-core machine, torch's second intra-op thread spins against other jobs' processes and made
-    # training ~10x slower (measured); one thread per test process is faster and the results are identical.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PROMPTS = ["Describe the image in details.", "What color is it?",
            "Elaborate on the visual and narrative elements of the image in detail.", "Box?"]

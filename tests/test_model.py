@@ -21,14 +21,7 @@ from vila2_model.tokenizer import build_processor, image_seq_length
 from vila2_model.train import load_recipe, train_vlm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a shared 2-core machine, torch's second intra-op thread spins against other jobs' processes and made
-    # training ~10x slower (measured); one thread per test process is faster and the results are identical.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TEXTS = [caption(*t) for _, _, t in toy_items(300, 0)] + ["What color is the shape? [120,080,450,400]"] * 10
 

@@ -19,14 +19,7 @@ from vila2_model.tokenizer import build_processor
 from vila2_model.train import finetune_specialist, run_stage, train_vlm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a shared 2-core machine, torch's second intra-op thread spins against other jobs' processes and made
-    # training ~10x slower (measured); one thread per test process is faster and the results are identical.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAST = dict(preset="micro", epochs_align=0.1, epochs_pretrain=2, epochs_sft=8, lr_pretrain=3e-3, lr_sft=3e-3,
             batch_size=16, progress=False)
