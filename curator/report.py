@@ -168,7 +168,7 @@ def write_html(data: ReportData, path: str | Path, title: str = "vila2-curator r
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
              "<style>body{font-family:sans-serif;margin:24px;max-width:1200px}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;vertical-align:top}"
-             ".hall{color:#b00;font-size:12px}.cap{white-space:pre-wrap;font-size:12px;max-width:360px}"
+             ".hall{color:#b00;font-size:12px}.cap{white-space:pre-wrap;overflow-wrap:anywhere;font-size:12px;max-width:360px}"
              "img.g{width:128px;image-rendering:pixelated}</style></head><body>",
              f"<h1>{esc(title)}</h1>"]
     header, rows = metric_rows(data.models)
