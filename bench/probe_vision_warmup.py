@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--warmup-epochs", type=float, default=4.0)
     ap.add_argument("--eval", type=int, default=100)
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--freeze-vision-in-pretrain", action="store_true",
+                    help="keep the warmed-up vision tower frozen in stage 2 (as VILA keeps SigLIP frozen)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -79,7 +81,8 @@ def main() -> None:
                   tokenizer_texts=texts_of(pre) + texts_of(sft), progress=False, resume=False)
     t_w = time.time() - t0
     t0 = time.time()
-    r = train_vlm(out / "round0-warm", pre, sft, init_from=w["sft"], progress=False, resume=False)
+    r = train_vlm(out / "round0-warm", pre, sft, init_from=w["sft"], progress=False, resume=False,
+                  train_vision_in_pretrain=not a.freeze_vision_in_pretrain)
     rows.append(("round 0 from the stage-0 checkpoint", {**evaluate(r["sft"], items, world),
                                                         "seconds": t_w + time.time() - t0}))
     if not a.skip_baseline:
