@@ -5,7 +5,6 @@ Errors: a CuratorError becomes one line `Error: what — why — how to fix` and
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import click

@@ -389,7 +389,7 @@ def keep_reason_sql(name: str, t: dict) -> tuple[str, str]:
         m = float(t["min_similarity"])
         return (f"score >= {m!r}", f"CASE WHEN score >= {m!r} THEN '' ELSE "
                 f"printf('clip: similarity %.3f < %.3f', score, {m!r}) END")
-    raise InputError(f"unknown filter {name!r}", "", "")
+    raise InputError(f"unknown filter {name!r}", f"filters are {', '.join(ALL_FILTERS)}", "pick from those")
 
 
 # ------------------------------------------------------------------------------------- the run

@@ -204,7 +204,7 @@ def load_caption_table(path: str) -> dict[str, str | bytes]:
         ck = next((k for k in _CAPTION_KEYS if k in r), None)
         if fk is None or ck is None:
             raise InputError(f"captions file {path} lacks a file or caption column",
-                             f"found columns {sorted(r)}", f"name them 'file' and 'caption'")
+                             f"found columns {sorted(r)}", "name them 'file' and 'caption'")
         cap = r[ck]
         if isinstance(cap, str):
             try:   # csv read with surrogateescape: invalid UTF-8 comes back as lone surrogates

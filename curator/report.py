@@ -41,9 +41,9 @@ def _metrics(row: dict) -> dict:
 def collect(store, gallery_size: int = 8, at=None) -> ReportData:
     """Read what the report shows from the store (one DuckDB connection, a few queries)."""
     con = store.connect(at=at)
-    models = [dict(zip([d[0] for d in cur.description], r)) for cur in [con.execute(
+    models = con.sql(
         "SELECT model_id, round, role, stage, path, trained_on, parent_model_id, metrics, created_at "
-        "FROM models ORDER BY round, created_at")] for r in cur.fetchall()]
+        "FROM models ORDER BY round, created_at").to_arrow_table().to_pylist()
     generalists = [m for m in models if m["role"] == "generalist" and m["stage"] == "sft"]
     specialists = [m for m in models if m["role"] != "generalist"]
 

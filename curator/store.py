@@ -157,7 +157,7 @@ class Store:
         key = KEYS[table]
         if key and tbl.num_rows and tbl.column(key).null_count:
             raise InputError(f"{tbl.column(key).null_count} row(s) for {table} have no {key}",
-                             f"{key} is the table's key", f"compute it with curator.schema (e.g. caption_key)")
+                             f"{key} is the table's key", "compute it with curator.schema (e.g. caption_key)")
         return tbl
 
     @staticmethod

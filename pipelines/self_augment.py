@@ -126,10 +126,10 @@ def one_round(run: StepRunner, store, work: Path, k: int, prev: dict | None, sft
     b = run.step(f"{name}/build", do_build, round=k)
     fell_back = b.get("counts", {}).get("fallback_to_original", 0)
     if k > 0 and policy != "original" and fell_back:
-        run.log(f"warning: round {k}: {fell_back} of {b['rows']} images have no accepted recaption and fell back "
-                "to the original caption" + (" — ALL of them: this round trains on round 0's data "
-                                             "(see `curator filter --round {k} --report`)".format(k=k)
-                                             if fell_back == b["rows"] else ""))
+        msg = f"warning: round {k}: {fell_back} of {b['rows']} images have no accepted recaption and fell back to the original caption"
+        if fell_back == b["rows"]:
+            msg += f" — ALL of them: this round trains on round 0's data (see `curator filter --round {k} --report`)"
+        run.log(msg)
     t = run.step(f"{name}/train", lambda: train_and_register(
         store, work, name, b["build_id"], sft_data, cfg, k, parent=prev["models"]["sft"] if prev else None), round=k)
     e = run.step(f"{name}/eval", lambda: evaluate_and_record(

@@ -36,20 +36,28 @@ class SpecialistConfig:
 
 
 def latest_generalist(store) -> dict:
-    """The newest evaluated round's generalist (stage rows by round): what the specialists start from."""
+    """The newest finished self-augment round: what the specialists start from. Read from the self-augment
+    pipeline's recorded steps (not from `models`, whose rows are keyed by checkpoint hash and so can be shared
+    by rounds that trained identical checkpoints), so rerunning specialist-augment finds the same base and
+    resumes instead of stacking a new specialist round on top of its own output."""
+    import re
+
     rows = store.sql(
-        "SELECT round, stage, model_id, path, trained_on FROM models WHERE role = 'generalist' "
-        "ORDER BY round DESC, created_at DESC").to_pylist()
-    if not rows:
-        raise InputError("no generalist model in the store", "specialists fine-tune from a self-augmented model",
-                         "run `curator run self-augment` first")
-    top = rows[0]["round"]
-    stages = {r["stage"]: r for r in rows if r["round"] == top}
-    if "pretrain" not in stages or "sft" not in stages:
-        raise InputError(f"round {top} has no complete generalist (stages: {sorted(stages)})",
-                         "specialists start from the stage-2 (pretrain) checkpoint",
-                         "rerun `curator run self-augment` to finish the round")
-    return {"round": top, "stages": stages}
+        "SELECT round, config, counts FROM runs WHERE kind = 'step' AND status = 'ok' "
+        "AND json_extract_string(config, '$.pipeline') LIKE 'self-augment-%' ORDER BY finished_at DESC").to_pylist()
+    steps = {(json.loads(r["config"])["pipeline"], json.loads(r["config"])["step"]): json.loads(r["counts"])
+             for r in rows}
+    for r in rows:
+        cfg = json.loads(r["config"])
+        m = re.fullmatch(r"round-(\d+)/train", cfg["step"])
+        out = json.loads(r["counts"])
+        if not m or not {"pretrain", "sft"} <= set(out.get("models", {})):
+            continue
+        build = steps.get((cfg["pipeline"], f"round-{m.group(1)}/build"), {})
+        return {"round": int(m.group(1)), "caption_data": build.get("path"),
+                "stages": {st: {"model_id": out["models"][st], "path": out["paths"][st]} for st in ("pretrain", "sft")}}
+    raise InputError("no finished self-augment round in the store", "specialists fine-tune from a self-augmented model",
+                     "run `curator run self-augment` first")
 
 
 def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json: str, cfg: SpecialistConfig,
@@ -79,9 +87,7 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
         "finetune": cfg.finetune.__dict__, "base": base["stages"]["sft"]["model_id"], "sft": str(sft_data),
         "eval": str(eval_json), "work": str(work), "prompts_file": cfg.prompts_file}, log=log)
     stage2 = base["stages"]["pretrain"]
-    caption_build = stage2["trained_on"]
-    caption_dir = store.sql(f"SELECT output_path FROM builds WHERE build_id = '{caption_build}'").to_pylist()
-    caption_data = caption_dir[0]["output_path"] if caption_dir else None
+    caption_data = base["caption_data"]     # the base round's caption build: mixed into each specialist's data
 
     spec_out = {}
     for name, data in sorted(cfg.specialists.items()):

@@ -62,7 +62,7 @@ def _cap(image_id, rnd, kind, text, minutes, captioner="source", prompt_id="", p
             "sampling": SAMPLING if prompt_id else "", "sample_idx": 0,
             "finish_reason": "source" if rnd == 0 else finish, "n_tokens": None if rnd == 0 else len(text.split()),
             "parent_caption_id": parent, "transform": transform,
-            "run_id": run_id or (f"ingest-r0" if rnd == 0 else f"recaption-r{rnd}"),
+            "run_id": run_id or ("ingest-r0" if rnd == 0 else f"recaption-r{rnd}"),
             "created_at": T0 + timedelta(minutes=minutes)}
 
 

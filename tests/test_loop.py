@@ -50,6 +50,11 @@ def test_full_loop_artifacts_and_lineage(tmp_path, world):
                                   SpecialistConfig(specialists=tasks, loop=toy_loop(),
                                                    finetune=SpecialistArgs(epochs=1.0)), log=logs.append)
     assert sres["round"] == 3 and sres["base_round"] == 2
+    # rerunning finds the same base (round 2, not its own round 3) and resumes: nothing runs again
+    again = run_specialist_augment(store, tmp_path / "work", sft, ev,
+                                   SpecialistConfig(specialists=tasks, loop=toy_loop(),
+                                                    finetune=SpecialistArgs(epochs=1.0)), log=logs.append)
+    assert again["round"] == 3 and again["ran"] == [] and len(again["skipped"]) == len(sres["ran"])
 
     # tags for every round
     assert {"round-0", "round-1", "round-2", "round-3"} <= set(store.tags())
