@@ -40,10 +40,45 @@ def build_model(preset: str | dict, processor, seed: int = 0, attn_implementatio
         cfg._attn_implementation = attn_implementation
     torch.manual_seed(seed)
     model = InternVLForConditionalGeneration(cfg)
+    init_position_embeddings(model, load_preset(preset).get("vision_pos_init", "zeros"))
     tok = processor.tokenizer
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                                                do_sample=False, max_new_tokens=128)
     return model
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine patch position codes (grid*grid, dim), unit variance per channel."""
+    quarter = dim // 4
+    omega = 1.0 / (100.0 ** (torch.arange(quarter, dtype=torch.float64) / max(1, quarter)))
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+                            indexing="ij")
+    parts = []
+    for coord in (ys.reshape(-1), xs.reshape(-1)):
+        ang = coord[:, None] * omega[None, :]
+        parts += [ang.sin(), ang.cos()]
+    pe = torch.cat(parts, dim=1)
+    pe = torch.nn.functional.pad(pe, (0, dim - pe.shape[1]))
+    return (pe * (2 ** 0.5)).float()
+
+
+def init_position_embeddings(model, how: str = "zeros") -> None:
+    """transformers initialises InternViT's absolute position embeddings to zeros (right for loading pretrained
+    weights; a from-scratch tower then starts with no notion of where a patch is). A preset may set
+    "vision_pos_init": "sincos" to start them at fixed 2-D sine-cosine codes (learnable afterwards, as in
+    MAE/ViT). Default "zeros". Measured: sincos alone does not make the tiny model read small objects
+    (docs/LOG.md, 2026-11-25, second session)."""
+    emb = model.model.vision_tower.embeddings
+    if how == "zeros" or emb.position_embeddings is None:
+        return
+    if how != "sincos":
+        from vila2_model.errors import ModelError
+        raise ModelError(f"vision_pos_init={how!r} is not known", "the preset names an unknown initialisation",
+                         "use 'zeros' or 'sincos'")
+    n, dim = emb.position_embeddings.shape[1] - 1, emb.position_embeddings.shape[2]
+    grid = int(round(n ** 0.5))
+    with torch.no_grad():
+        emb.position_embeddings[0, 1:] = sincos_2d(grid, dim)
 
 
 def count_params(model: torch.nn.Module) -> dict[str, int]:
