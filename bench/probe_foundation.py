@@ -44,7 +44,7 @@ def vqa_samples(n: int, cfg: WorldConfig, stream: str = "foundation") -> list[Sa
     return out
 
 
-def coarse_samples(n: int, cfg: WorldConfig, stream: str = "coarse") -> list[Sample]:
+def coarse_samples(n: int, cfg: WorldConfig, stream: str = "coarse", sides: tuple = (0.45, 0.6)) -> list[Sample]:
     """Coarse visual warm-up: one large object (45-60% of the side) per image, color and shape questions.
     A from-scratch tiny ViT does not pick up the world's small objects, but it does pick up large ones, and
     what it learns there transfers (bench/probe_visual_signal.py)."""
@@ -55,7 +55,7 @@ def coarse_samples(n: int, cfg: WorldConfig, stream: str = "coarse") -> list[Sam
     size = cfg.image_size
     for i in range(n):
         r = _r.Random(f"{stream}-{i}")
-        side = int(size * r.uniform(0.45, 0.6))
+        side = max(4, int(size * r.uniform(*sides)))
         x, y = r.randrange(0, size - side + 1), r.randrange(0, size - side + 1)
         o = {"shape": r.choice(cfg.shapes), "color": r.choice(cfg.colors), "box": [x, y, x + side, y + side]}
         meta = {"width": size, "height": size, "background": r.randint(*cfg.background_gray), "objects": [o]}
@@ -100,6 +100,8 @@ def main() -> None:
     ap.add_argument("--foundation-lr", type=float, default=1e-3)
     ap.add_argument("--coarse-images", type=int, default=0, help="coarse warm-up images before the world VQA")
     ap.add_argument("--coarse-epochs", type=float, default=4.0)
+    ap.add_argument("--coarse-schedule", default="0.45-0.6",
+                    help="comma-separated object side ranges (fractions of the image side), trained in order")
     ap.add_argument("--recipe", default="{}")
     ap.add_argument("--foundation-only", action="store_true")
     ap.add_argument("--eval", type=int, default=100)
@@ -119,18 +121,20 @@ def main() -> None:
     preset = merged_preset(json.loads(a.preset))
     probe = vqa_samples(128, cfg, stream="gap-probe")
     fdir = out / (f"foundation-{a.foundation_images}-{a.foundation_epochs}-{a.foundation_lr}-c{a.coarse_images}-"
-                  f"{a.coarse_epochs}-{hashlib.sha1(a.preset.encode()).hexdigest()[:6]}")
+                  f"{a.coarse_epochs}-{a.coarse_schedule}-{hashlib.sha1(a.preset.encode()).hexdigest()[:6]}")
     t0 = time.time()
     if not (fdir / "sft" / "vila2_train.json").is_file():
         init = None
-        if a.coarse_images:
-            cs = coarse_samples(a.coarse_images, cfg)
-            c = train_vlm(fdir / "coarse", [], cs, preset=preset, epochs_align=0, epochs_pretrain=0,
-                          epochs_sft=a.coarse_epochs, lr_sft=a.foundation_lr,
+        for k, rng_s in enumerate(a.coarse_schedule.split(",") if a.coarse_images else []):
+            sides = tuple(float(v) for v in rng_s.split("-"))
+            cs = coarse_samples(a.coarse_images, cfg, stream=f"coarse{k}", sides=sides)
+            c = train_vlm(fdir / f"coarse{k}", [], cs, preset=preset, epochs_align=0, epochs_pretrain=0,
+                          epochs_sft=a.coarse_epochs, lr_sft=a.foundation_lr, init_from=init,
                           tokenizer_texts=texts_of(pre) + texts_of(sft) + texts_of(cs), progress=False)
             init = c["sft"]
-            print(f"coarse warm-up: {time.time() - t0:.0f} s, image gap {image_gap(init, probe):.3f} "
-                  f"(on its own kind: {image_gap(init, coarse_samples(128, cfg, 'coarse-probe')):.3f})", flush=True)
+            print(f"coarse warm-up {sides}: {time.time() - t0:.0f} s, image gap on world VQA "
+                  f"{image_gap(init, probe):.3f} (on its own kind: "
+                  f"{image_gap(init, coarse_samples(128, cfg, 'coarse-probe', sides)):.3f})", flush=True)
         fs = vqa_samples(a.foundation_images, cfg)
         train_vlm(fdir, [], fs, preset=preset, epochs_align=0, epochs_pretrain=0, epochs_sft=a.foundation_epochs,
                   lr_sft=a.foundation_lr, tokenizer_texts=texts_of(pre) + texts_of(sft), progress=False, resume=True,

@@ -48,6 +48,21 @@ def test_preset_shapes(proc):
     assert image_seq_length(load_preset("internvit300m-qwen2-7b")) == 256
 
 
+def test_vision_position_init(proc):
+    # Default keeps transformers' zeros; "sincos" gives every patch a distinct, fixed code; unknown values fail.
+    pos = build_model("micro", proc).model.vision_tower.embeddings.position_embeddings
+    assert float(pos.abs().sum()) == 0.0
+    sin = build_model({**load_preset("micro"), "vision_pos_init": "sincos"}, proc)
+    pe = sin.model.vision_tower.embeddings.position_embeddings[0, 1:]
+    n = pe.shape[0]
+    assert len({tuple(r) for r in pe.round(decimals=5).tolist()}) == n
+    assert float(pe.pow(2).mean()) == pytest.approx(1.0, abs=0.15)
+    assert float(sin.model.vision_tower.embeddings.position_embeddings[0, 0].abs().sum()) == 0.0  # CLS untouched
+    with pytest.raises(ModelError, match=r"^vision_pos_init='learned' is not known — the preset names an unknown "
+                                         r"initialisation — use 'zeros' or 'sincos'$"):
+        build_model({**load_preset("micro"), "vision_pos_init": "learned"}, proc)
+
+
 def test_boxes_and_text_round_trip_exactly(proc):
     tok = proc.tokenizer
     for s in ["[120,080,450,400]", "a red square [000,680,999,999] on  a table\n", "Ünïcode ✓ 007"]:
