@@ -104,6 +104,8 @@ def main() -> None:
                     help="comma-separated object side ranges (fractions of the image side), trained in order")
     ap.add_argument("--recipe", default="{}")
     ap.add_argument("--foundation-only", action="store_true")
+    ap.add_argument("--mix-vqa", type=int, default=0,
+                    help="add this many foundation-stream world VQA samples to the round's SFT set (VILA's SFT blend)")
     ap.add_argument("--eval", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="bench/out/probe_foundation")
@@ -150,6 +152,9 @@ def main() -> None:
     recipe = {**load_recipe("round0-cpu"), **json.loads(a.recipe)}
     recipe.pop("preset", None)
     t0 = time.time()
+    if a.mix_vqa:
+        from pipelines.foundation import world_vqa_samples
+        sft = sft + world_vqa_samples(a.mix_vqa, cfg, stream="round-vqa")
     ck = train_vlm(out / a.name, pre, sft, init_from=fdir / "sft", progress=False, resume=False, **recipe)
     t_r = time.time() - t0
     gaps = {s: round(image_gap(c, probe), 3) for s, c in ck.items()}
