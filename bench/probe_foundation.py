@@ -104,6 +104,8 @@ def main() -> None:
                     help="comma-separated object side ranges (fractions of the image side), trained in order")
     ap.add_argument("--recipe", default="{}")
     ap.add_argument("--foundation-only", action="store_true")
+    ap.add_argument("--product", action="store_true",
+                    help="build the foundation with pipelines.foundation.build_foundation (shuffled turns)")
     ap.add_argument("--mix-vqa", type=int, default=0,
                     help="add this many foundation-stream world VQA samples to the round's SFT set (VILA's SFT blend)")
     ap.add_argument("--eval", type=int, default=100)
@@ -125,6 +127,12 @@ def main() -> None:
     fdir = out / (f"foundation-{a.foundation_images}-{a.foundation_epochs}-{a.foundation_lr}-c{a.coarse_images}-"
                   f"{a.coarse_epochs}-{a.coarse_schedule}-{hashlib.sha1(a.preset.encode()).hexdigest()[:6]}")
     t0 = time.time()
+    if a.product:
+        from pipelines.foundation import FoundationArgs, build_foundation
+        fa = FoundationArgs(schedule=tuple(tuple(float(v) for v in r.split("-")) for r in a.coarse_schedule.split(",")),
+                            coarse_images=a.coarse_images, coarse_epochs=a.coarse_epochs,
+                            vqa_images=a.foundation_images, vqa_epochs=a.foundation_epochs, lr=a.foundation_lr)
+        fdir = Path(build_foundation(out / "product-foundation", cfg, preset, texts_of(pre) + texts_of(sft), fa)).parent
     if not (fdir / "sft" / "vila2_train.json").is_file():
         init = None
         for k, rng_s in enumerate(a.coarse_schedule.split(",") if a.coarse_images else []):
