@@ -14,12 +14,14 @@ from vila2_model.checkpoint import content_hash
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_coarse_samples_are_large_single_objects_in_shuffled_turns():
+def test_coarse_samples_are_large_single_objects():
     cfg = WorldConfig(image_size=64)
     s = coarse_samples(40, cfg, (0.45, 0.6), "c0")
     assert len(s) == 40 and all(x.image.size == (64, 64) for x in s)
-    firsts = {x.conversations[0]["value"] for x in s}
-    assert firsts == {"<image>\nWhat color is the object?", "<image>\nWhat shape is the object?"}
+    assert {x.conversations[0]["value"] for x in s} == {"<image>\nWhat color is the object?"}   # fixed order
+    shuffled = coarse_samples(40, cfg, (0.45, 0.6), "c0", shuffle_turns=True)
+    assert {x.conversations[0]["value"] for x in shuffled} == {"<image>\nWhat color is the object?",
+                                                               "<image>\nWhat shape is the object?"}
     for x in s:
         answers = {x.conversations[1]["value"], x.conversations[3]["value"]}
         assert len(answers & set(cfg.colors)) == 1 and len(answers & set(cfg.shapes)) == 1
@@ -37,7 +39,9 @@ def test_world_vqa_samples_are_a_separate_stream_with_every_question():
     assert s[0].image.tobytes() != __import__("PIL.Image", fromlist=["Image"]).open(
         __import__("io").BytesIO(pre)).convert("RGB").tobytes()
     assert all(len(x.conversations) >= 2 * 5 for x in s)          # color, shape, size, count, position at least
-    assert len({x.conversations[0]["value"].split("\n")[1].split()[0] for x in s}) >= 3   # first question varies
+    assert len({x.conversations[0]["value"].split("\n")[1].split()[0] for x in s}) >= 3   # shuffled by default
+    fixed = world_vqa_samples(30, cfg, shuffle_turns=False)
+    assert all(x.conversations[0]["value"].startswith("<image>\nWhat color is the") for x in fixed)
 
 
 def test_build_foundation_trains_phases_in_order_and_resumes(tmp_path):
@@ -55,6 +59,10 @@ def test_build_foundation_trains_phases_in_order_and_resumes(tmp_path):
     assert build_foundation(tmp_path / "f", cfg, "micro", ["a red circle at the top left."], args) == ck
     assert content_hash(ck) == h
     assert (tmp_path / "f" / "world-vqa" / "sft" / "vila2_train.json").stat().st_mtime_ns == mtime
+    other = FoundationArgs(**{**args.__dict__, "shuffle_turns": True})
+    with pytest.raises(InputError, match=r"^.*/f holds a foundation built with other arguments — its phases would be "
+                                         r"reused although the data differ — pass a new out_dir or delete it$"):
+        build_foundation(tmp_path / "f", cfg, "micro", ["a red circle at the top left."], other)
 
 
 def test_build_foundation_without_data_fails_in_one_line(tmp_path):
