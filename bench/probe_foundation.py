@@ -3,66 +3,42 @@
 Measures the *image gap* after every stage: the answer loss with each sample's own image minus the loss with
 the images shuffled across samples (nats/token; 0 = the model ignores the image). Variants:
 
-  foundation   tiny model trained from scratch on dense visual QA about a separate image stream (the role
-               pretrained SigLIP + LLM weights play for VILA; every round starts from it)
-  round 0      align -> pretrain -> SFT on the world, from the foundation, with the given recipe
+  foundation   pipelines.foundation.build_foundation: large single objects first (--coarse-schedule), then the
+               world's visual questions, on a separate image stream (the role pretrained SigLIP + LLM weights
+               play for VILA); cached under --out by its arguments
+  round 0      align -> pretrain -> SFT on the world, from the foundation, with the given recipe; --mix-vqa keeps
+               visual QA in the round's data
 
-    python bench/probe_foundation.py --name gentle --recipe '{"lr_pretrain": 1e-4, "lr_sft": 2e-4}'
+    python bench/probe_foundation.py --name mix --threads 2 --coarse-images 1000 --coarse-epochs 6 \
+        --coarse-schedule 0.45-0.6,0.3-0.45,0.2-0.3 --foundation-images 2000 --foundation-epochs 3 \
+        --preset '{"image_size": 72, "vision": {"patch_size": 12}, "vision_pos_init": "sincos"}' --mix-vqa 1000 \
+        --recipe '{"lr_pretrain": 1e-4, "lr_sft": 1e-3, "epochs_sft": 6, "train_vision_in_pretrain": false,
+                   "sft_in_pretrain": 1.0}'
+
+Until commit e54ba9a this probe built the foundation with its own copy of the sample generators (same questions
+and fixed turn order, differently seeded coarse images); docs/LOG.md's "probe" foundation rows come from that.
 """
 from __future__ import annotations
 
 import argparse
-import io
+import hashlib
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import manifest_samples  # noqa: E402
 from probe_round0 import merged_preset  # noqa: E402
 
 from curator.grade import grade_alt_text, grade_eval  # noqa: E402
-from curator.synthetic import WorldConfig, generate_world, make_vqa, synthetic_item  # noqa: E402
+from curator.synthetic import WorldConfig, generate_world  # noqa: E402
+from pipelines.foundation import FoundationArgs, build_foundation, coarse_samples, world_vqa_samples  # noqa: E402
 from vila2_model.data import Sample, collate, encode_samples, load_conversations, texts_of  # noqa: E402
 from vila2_model.evaluate import predict  # noqa: E402
 from vila2_model.train import load_recipe, train_vlm  # noqa: E402
-
-
-def vqa_samples(n: int, cfg: WorldConfig, stream: str = "foundation") -> list[Sample]:
-    out = []
-    for i in range(n):
-        png, _, meta, rng = synthetic_item(i, 0, cfg, stream=stream)
-        conv = []
-        for k, q in enumerate(make_vqa(rng, meta, cfg)):
-            conv += [{"from": "human", "value": ("<image>\n" if k == 0 else "") + q["question"]},
-                     {"from": "gpt", "value": q["answer"]}]
-        out.append(Sample(Image.open(io.BytesIO(png)).convert("RGB"), conv, f"f{i}"))
-    return out
-
-
-def coarse_samples(n: int, cfg: WorldConfig, stream: str = "coarse", sides: tuple = (0.45, 0.6)) -> list[Sample]:
-    """Coarse visual warm-up: one large object (45-60% of the side) per image, color and shape questions.
-    A from-scratch tiny ViT does not pick up the world's small objects, but it does pick up large ones, and
-    what it learns there transfers (bench/probe_visual_signal.py)."""
-    import random as _r
-
-    from curator.synthetic import render
-    out = []
-    size = cfg.image_size
-    for i in range(n):
-        r = _r.Random(f"{stream}-{i}")
-        side = max(4, int(size * r.uniform(*sides)))
-        x, y = r.randrange(0, size - side + 1), r.randrange(0, size - side + 1)
-        o = {"shape": r.choice(cfg.shapes), "color": r.choice(cfg.colors), "box": [x, y, x + side, y + side]}
-        meta = {"width": size, "height": size, "background": r.randint(*cfg.background_gray), "objects": [o]}
-        conv = [{"from": "human", "value": "<image>\nWhat color is the object?"}, {"from": "gpt", "value": o["color"]},
-                {"from": "human", "value": "What shape is the object?"}, {"from": "gpt", "value": o["shape"]}]
-        out.append(Sample(Image.open(io.BytesIO(render(meta))).convert("RGB"), conv, f"c{i}"))
-    return out
 
 
 def image_gap(ckpt: str, samples: list[Sample]) -> float:
@@ -104,8 +80,6 @@ def main() -> None:
                     help="comma-separated object side ranges (fractions of the image side), trained in order")
     ap.add_argument("--recipe", default="{}")
     ap.add_argument("--foundation-only", action="store_true")
-    ap.add_argument("--product", action="store_true",
-                    help="build the foundation with pipelines.foundation.build_foundation (shuffled turns)")
     ap.add_argument("--mix-vqa", type=int, default=0,
                     help="add this many foundation-stream world VQA samples to the round's SFT set (VILA's SFT blend)")
     ap.add_argument("--eval", type=int, default=100)
@@ -116,39 +90,25 @@ def main() -> None:
     out = Path(a.out)
     wcfg = json.loads(a.world)
     cfg = WorldConfig(**{**wcfg, "n_eval": a.eval})
-    import hashlib
     world = out / ("world-" + hashlib.sha1(json.dumps([wcfg, a.n, a.eval], sort_keys=True).encode()).hexdigest()[:10])
     if not (world / "world.json").is_file():
         generate_world(world, n_pretrain=a.n, seed=0, cfg=cfg)
     pre = manifest_samples(world / "pretrain" / "manifest.jsonl")
     sft = load_conversations(world / "sft" / "data.json")
     preset = merged_preset(json.loads(a.preset))
-    probe = vqa_samples(128, cfg, stream="gap-probe")
-    fdir = out / (f"foundation-{a.foundation_images}-{a.foundation_epochs}-{a.foundation_lr}-c{a.coarse_images}-"
-                  f"{a.coarse_epochs}-{a.coarse_schedule}-{hashlib.sha1(a.preset.encode()).hexdigest()[:6]}")
+    probe = world_vqa_samples(128, cfg, stream="gap-probe", shuffle_turns=False)
+    fa = FoundationArgs(schedule=tuple(tuple(float(v) for v in r.split("-")) for r in a.coarse_schedule.split(","))
+                        if a.coarse_images else (), coarse_images=a.coarse_images, coarse_epochs=a.coarse_epochs,
+                        vqa_images=a.foundation_images, vqa_epochs=a.foundation_epochs, lr=a.foundation_lr)
+    fkey = json.dumps([asdict(fa), preset], sort_keys=True, default=str)
+    fbase = out / ("foundation-" + hashlib.sha1(fkey.encode()).hexdigest()[:10])
     t0 = time.time()
-    if a.product:
-        from pipelines.foundation import FoundationArgs, build_foundation
-        fa = FoundationArgs(schedule=tuple(tuple(float(v) for v in r.split("-")) for r in a.coarse_schedule.split(",")),
-                            coarse_images=a.coarse_images, coarse_epochs=a.coarse_epochs,
-                            vqa_images=a.foundation_images, vqa_epochs=a.foundation_epochs, lr=a.foundation_lr)
-        fdir = Path(build_foundation(out / "product-foundation", cfg, preset, texts_of(pre) + texts_of(sft), fa)).parent
-    if not (fdir / "sft" / "vila2_train.json").is_file():
-        init = None
-        for k, rng_s in enumerate(a.coarse_schedule.split(",") if a.coarse_images else []):
-            sides = tuple(float(v) for v in rng_s.split("-"))
-            cs = coarse_samples(a.coarse_images, cfg, stream=f"coarse{k}", sides=sides)
-            c = train_vlm(fdir / f"coarse{k}", [], cs, preset=preset, epochs_align=0, epochs_pretrain=0,
-                          epochs_sft=a.coarse_epochs, lr_sft=a.foundation_lr, init_from=init,
-                          tokenizer_texts=texts_of(pre) + texts_of(sft) + texts_of(cs), progress=False)
-            init = c["sft"]
-            print(f"coarse warm-up {sides}: {time.time() - t0:.0f} s, image gap on world VQA "
-                  f"{image_gap(init, probe):.3f} (on its own kind: "
-                  f"{image_gap(init, coarse_samples(128, cfg, 'coarse-probe', sides)):.3f})", flush=True)
-        fs = vqa_samples(a.foundation_images, cfg)
-        train_vlm(fdir, [], fs, preset=preset, epochs_align=0, epochs_pretrain=0, epochs_sft=a.foundation_epochs,
-                  lr_sft=a.foundation_lr, tokenizer_texts=texts_of(pre) + texts_of(sft), progress=False, resume=True,
-                  init_from=init)
+    fdir = Path(build_foundation(fbase, cfg, preset, texts_of(pre) + texts_of(sft), fa)).parent
+    for k, sides in enumerate(fa.schedule):
+        ck = str(fbase / f"coarse{k}" / "sft")
+        own = coarse_samples(128, cfg, tuple(sides), "coarse-probe")
+        print(f"after coarse phase {sides}: image gap on world VQA {image_gap(ck, probe):.3f} "
+              f"(on its own kind: {image_gap(ck, own):.3f})", flush=True)
     t_f = time.time() - t0
     print(f"foundation: {t_f:.0f} s, image gap {image_gap(str(fdir / 'sft'), probe):.3f}", flush=True)
     items = json.loads((world / "eval" / "eval.json").read_text())
@@ -161,7 +121,6 @@ def main() -> None:
     recipe.pop("preset", None)
     t0 = time.time()
     if a.mix_vqa:
-        from pipelines.foundation import world_vqa_samples
         sft = sft + world_vqa_samples(a.mix_vqa, cfg, stream="round-vqa")
     ck = train_vlm(out / a.name, pre, sft, init_from=fdir / "sft", progress=False, resume=False, **recipe)
     t_r = time.time() - t0

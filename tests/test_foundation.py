@@ -1,9 +1,11 @@
 """The visual foundation (pipelines/foundation.py) at toy size: real images, a real micro model that trains."""
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+from PIL import Image
 from transformers import AutoModelForImageTextToText
 
 from curator.errors import InputError
@@ -36,8 +38,7 @@ def test_world_vqa_samples_are_a_separate_stream_with_every_question():
     cfg = WorldConfig()
     s = world_vqa_samples(30, cfg)
     pre = synthetic_item(0, 0, cfg, stream="pretrain")[0]
-    assert s[0].image.tobytes() != __import__("PIL.Image", fromlist=["Image"]).open(
-        __import__("io").BytesIO(pre)).convert("RGB").tobytes()
+    assert s[0].image.tobytes() != Image.open(io.BytesIO(pre)).convert("RGB").tobytes()
     assert all(len(x.conversations) >= 2 * 5 for x in s)          # color, shape, size, count, position at least
     assert len({x.conversations[0]["value"].split("\n")[1].split()[0] for x in s}) >= 3   # shuffled by default
     fixed = world_vqa_samples(30, cfg, shuffle_turns=False)
