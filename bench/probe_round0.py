@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--recipe", default="{}")
     ap.add_argument("--eval", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--mix-vqa", type=int, default=0, help="add N world-stream VQA samples to the SFT set")
     ap.add_argument("--out", default="bench/out/probe_round0")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -59,6 +60,9 @@ def main() -> None:
         generate_world(world, n_pretrain=a.n, seed=0, cfg=cfg)
     pre = manifest_samples(world / "pretrain" / "manifest.jsonl")
     sft = load_conversations(world / "sft" / "data.json")
+    if a.mix_vqa:
+        from pipelines.foundation import world_vqa_samples
+        sft = sft + world_vqa_samples(a.mix_vqa, cfg, stream="mix-vqa")
     recipe = {**load_recipe("round0-cpu"), **json.loads(a.recipe), "preset": merged_preset(json.loads(a.preset),
                                                                                           a.base_preset)}
     t0 = time.time()
@@ -69,7 +73,7 @@ def main() -> None:
     m = grade_eval(pred, items)
     alt = grade_alt_text(items)
     caps = list(pred["captions"].values())
-    row = {"name": a.name, "world": wcfg, "preset": json.loads(a.preset), "recipe": json.loads(a.recipe),
+    row = {"name": a.name, "world": wcfg, "preset": json.loads(a.preset), "recipe": json.loads(a.recipe), "mix_vqa": a.mix_vqa,
            "n_pretrain": len(pre), "n_sft": len(sft), "train_s": round(train_s),
            "P": m["caption_precision"], "R": m["caption_recall"], "PxR": m["caption_p_x_r"],
            "alt_PxR": alt["caption_p_x_r"], "distinct": len(set(caps)) / len(caps),

@@ -1,74 +1,99 @@
-"""The visual foundation: the from-scratch stand-in for VILA's pretrained SigLIP + LLM.
+"""The vision foundation: the from-scratch stand-in for VILA's pretrained SigLIP.
 
-VILA never trains its vision tower from random weights: every round starts from pretrained SigLIP and Llama
-and re-learns only the projector and the multimodal stages. Our tiny model has nothing pretrained, and measured
-on this machine (docs/LOG.md) it does not learn to see the world's small objects from round-0 data at all. It
-does learn from large objects, and what it learns there transfers to smaller ones. So the foundation is trained
-once per (world config, preset, seed), coarse to fine, on a *separate* stream of synthetic images (never the
-pretraining, SFT or eval images):
+VILA never trains its vision tower from random weights: every round starts from pretrained SigLIP (+ LLM) and
+re-learns the projector and the multimodal stages. Nothing here downloads weights, and measured on this machine
+(docs/LOG.md) the tiny tower does not learn to see the world's small objects from the language-model loss within
+a round's budget, nor from a coarse-to-fine VQA curriculum well enough to describe them. With dense per-token
+supervision it does in about a minute, so the foundation is:
 
-  phase k (one per schedule entry): one object per image whose side is a fraction of the image in the given
-      range (large first), gray background; two turns: its color, then its shape
-  last phase: the world's own kind of images (separate stream), every visual question of make_vqa in its order
+  vision tower + projector trained once per (world config, preset, seed) on a *separate* stream of world-like
+  images (never the pretraining, SFT or eval images), with one classification target set per image token:
+  the color, shape-or-word and size of the object whose box centre lies in that token's cell (0 = none), and
+  the token's row and column (so the features keep where they come from; the LLM's rotary positions do not
+  reach the values it reads).
 
-Turn order is fixed by default. Measured (docs/LOG.md): with the same question always first the model forms the
-visual pathway (image gap 0.158, held-out VQA color 0.64); with shuffled turns it did not within the same steps
-(gap 0.008, color 0.14) — it must then also learn which question was asked before any reading pays off. The
-round's own data (SFT VQA with random questions) teaches answering the question asked.
-
-Each round's `train_vlm(init_from=foundation)` then re-runs align → pretrain → SFT from it.
+The LLM stays random; each round's `train_vlm(init_from=foundation, freeze_vision=True)` trains projector and LLM
+from there (align → pretrain → SFT). The labels are the world's ground truth — what a pretrained encoder brings
+from its own, much larger, data.
 """
 from __future__ import annotations
 
 import io
-import random
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from PIL import Image
 
 from curator.errors import InputError
-from curator.synthetic import WorldConfig, make_vqa, render, synthetic_item
+from curator.synthetic import WorldConfig, make_vqa, synthetic_item
 from vila2_model.data import Sample
 
 
 @dataclass
 class FoundationArgs:
-    schedule: tuple = ((0.45, 0.6), (0.3, 0.45), (0.2, 0.3))   # object side / image side per coarse phase
-    coarse_images: int = 1000        # images per coarse phase
-    coarse_epochs: float = 6.0
-    vqa_images: int = 2000           # world-like images in the last phase
-    vqa_epochs: float = 3.0
+    n_images: int = 4000             # separate-stream images for the dense pretraining
+    n_eval: int = 500                # held-out images for the per-head accuracy
+    steps: int = 1200
     lr: float = 1e-3
-    batch_size: int = 32
-    shuffle_turns: bool = False      # measured worse (see the module docstring)
+    batch_size: int = 64
+    feature_rms: float | None = 1.0  # image features rescaled to this RMS (see vila2_model.vision_pretrain)
     seed: int = 0
-    max_steps: int | None = None     # per phase; toy runs in tests
 
 
-def coarse_samples(n: int, cfg: WorldConfig, sides: tuple, stream: str, seed: int = 0,
-                   shuffle_turns: bool = False) -> list[Sample]:
-    """One object per image, side drawn from `sides` (fractions of the image side); color + shape questions."""
-    size, out = cfg.image_size, []
+def grid_of(preset: str | dict) -> int:
+    from vila2_model.presets import load_preset
+    from vila2_model.tokenizer import image_seq_length
+
+    n = image_seq_length(load_preset(preset))
+    g = int(round(n ** 0.5))
+    if g * g != n:
+        raise InputError(f"preset has {n} image tokens", "dense labels need a square token grid",
+                         "use a preset whose image_size / patch_size is even")
+    return g
+
+
+def head_sizes(cfg: WorldConfig, grid: int) -> dict[str, int]:
+    return {"color": 1 + len(cfg.colors), "shape": 2 + len(cfg.shapes), "size": 3, "row": 1 + grid, "col": 1 + grid}
+
+
+def token_labels(meta: dict, grid: int, cfg: WorldConfig) -> dict[str, list[int]]:
+    """Class ids per image token (row-major grid×grid) for one image's ground truth. color: 1 + index (0 none);
+    shape: 1 + index, len(shapes)+1 = a rendered word, 0 none; size: 1 small, 2 large; row/col: 1 + the token's
+    own row/column. An object belongs to the token whose cell holds its box centre."""
+    n, cell = grid * grid, meta["width"] / grid
+    lab = {"color": [0] * n, "shape": [0] * n, "size": [0] * n,
+           "row": [1 + k // grid for k in range(n)], "col": [1 + k % grid for k in range(n)]}
+
+    def token(box):
+        x0, y0, x1, y1 = box
+        return min(grid - 1, int((y0 + y1) / 2 // cell)) * grid + min(grid - 1, int((x0 + x1) / 2 // cell))
+
+    for o in meta["objects"]:
+        k = token(o["box"])
+        lab["color"][k] = 1 + cfg.colors.index(o["color"])
+        lab["shape"][k] = 1 + cfg.shapes.index(o["shape"])
+        lab["size"][k] = 1 if o["size"] == "small" else 2
+    if meta.get("word_box") and lab["shape"][token(meta["word_box"])] == 0:
+        lab["shape"][token(meta["word_box"])] = 1 + len(cfg.shapes)
+    return lab
+
+
+def dense_set(n: int, cfg: WorldConfig, grid: int, stream: str, seed: int = 0):
+    import torch
+
+    images, labs = [], {k: [] for k in head_sizes(cfg, grid)}
     for i in range(n):
-        r = random.Random(f"{seed}-{stream}-{i}")
-        side = max(4, int(size * r.uniform(*sides)))
-        x, y = r.randrange(0, size - side + 1), r.randrange(0, size - side + 1)
-        o = {"shape": r.choice(cfg.shapes), "color": r.choice(cfg.colors), "box": [x, y, x + side, y + side]}
-        meta = {"width": size, "height": size, "background": r.randint(*cfg.background_gray), "objects": [o]}
-        qa = [("What color is the object?", o["color"]), ("What shape is the object?", o["shape"])]
-        if shuffle_turns:
-            r.shuffle(qa)
-        conv = []
-        for k, (q, a) in enumerate(qa):
-            conv += [{"from": "human", "value": ("<image>\n" if k == 0 else "") + q}, {"from": "gpt", "value": a}]
-        out.append(Sample(Image.open(io.BytesIO(render(meta))).convert("RGB"), conv, f"{stream}-{i}"))
-    return out
+        png, _, meta, _ = synthetic_item(i, seed, cfg, stream=stream)
+        images.append(Image.open(io.BytesIO(png)).convert("RGB"))
+        for k, v in token_labels(meta, grid, cfg).items():
+            labs[k].append(v)
+    return images, {k: torch.tensor(v, dtype=torch.long) for k, v in labs.items()}
 
 
 def world_vqa_samples(n: int, cfg: WorldConfig, stream: str = "foundation", seed: int = 0,
                       shuffle_turns: bool = True) -> list[Sample]:
-    """The world's kind of images from a separate stream; every visual question (shuffled, or make_vqa's order)."""
+    """The world's kind of images from a separate stream with every visual question (probes mix these in)."""
     out = []
     for i in range(n):
         png, _, meta, rng = synthetic_item(i, seed, cfg, stream=stream)
@@ -83,42 +108,41 @@ def world_vqa_samples(n: int, cfg: WorldConfig, stream: str = "foundation", seed
     return out
 
 
-def build_foundation(out_dir: str | Path, cfg: WorldConfig | None = None, preset: str | dict = "tiny",
+def build_foundation(out_dir: str | Path, cfg: WorldConfig | None = None, preset: str | dict = "tiny72",
                      tokenizer_texts: list[str] | None = None, args: FoundationArgs | None = None,
                      progress: bool = False) -> str:
-    """Train the foundation (resumable: a finished phase with the same arguments is reused). Returns the final
-    checkpoint dir, to pass as `train_vlm(init_from=...)`. `tokenizer_texts` should hold the world's text (the
-    rounds reuse the foundation's tokenizer)."""
-    from vila2_model.data import texts_of
-    from vila2_model.train import train_vlm
-
-    import json
-    from dataclasses import asdict
+    """Pretrain the vision tower on dense labels (resumable: a finished foundation with the same arguments is
+    reused) and return its checkpoint dir, for `train_vlm(init_from=..., freeze_vision=True)`.
+    `tokenizer_texts` should hold the world's text: the rounds keep the foundation's tokenizer."""
+    from vila2_model.errors import ModelError
+    from vila2_model.vision_pretrain import pretrain_vision
 
     cfg, a, out = cfg or WorldConfig(), args or FoundationArgs(), Path(out_dir)
-    # train_vlm resumes a phase by its arguments and sample count, not the samples' content: refuse to resume a
-    # directory built with other foundation arguments or another world rather than reuse stale phases.
-    key = json.dumps({"foundation": asdict(a), "world": asdict(cfg), "preset": preset}, sort_keys=True, default=str)
+    if a.n_images <= 0 or a.steps <= 0:
+        raise InputError("the foundation has nothing to train on", f"n_images={a.n_images}, steps={a.steps}",
+                         "set FoundationArgs.n_images and steps above 0")
+    key = json.dumps({"foundation": asdict(a), "world": asdict(cfg), "preset": preset,
+                      "texts": len(tokenizer_texts or [])}, sort_keys=True, default=str)
     kf = out / "foundation_args.json"
     if kf.is_file() and kf.read_text() != key:
         raise InputError(f"{out} holds a foundation built with other arguments",
-                         "its phases would be reused although the data differ", "pass a new out_dir or delete it")
+                         "reusing it would mix two worlds or recipes", "pass a new out_dir or delete it")
+    g = grid_of(preset)
+    images, labels = dense_set(a.n_images, cfg, g, "foundation-dense", a.seed)
+    ev_images, ev_labels = dense_set(a.n_eval, cfg, g, "foundation-dense-eval", a.seed) if a.n_eval else (None, None)
     out.mkdir(parents=True, exist_ok=True)
     kf.write_text(key)
-    init = None
-    phases = [(f"coarse{k}", coarse_samples(a.coarse_images, cfg, tuple(s), f"coarse{k}", a.seed, a.shuffle_turns),
-               a.coarse_epochs) for k, s in enumerate(a.schedule)]
-    phases.append(("world-vqa", world_vqa_samples(a.vqa_images, cfg, seed=a.seed, shuffle_turns=a.shuffle_turns),
-                   a.vqa_epochs))
-    texts = list(tokenizer_texts or []) + [t for _, s, _ in phases for t in texts_of(s)]
-    for name, samples, epochs in phases:
-        if not samples or epochs <= 0:
-            continue
-        ck = train_vlm(out / name, [], samples, preset=preset, seed=a.seed, epochs_align=0, epochs_pretrain=0,
-                       epochs_sft=epochs, lr_sft=a.lr, batch_size=a.batch_size, max_steps=a.max_steps,
-                       tokenizer_texts=texts if init is None else None, init_from=init, progress=progress)
-        init = ck["sft"]
-    if init is None:
-        raise InputError("the foundation has nothing to train on", "every phase has 0 images or 0 epochs",
-                         "set FoundationArgs.coarse_images / vqa_images and their epochs above 0")
-    return init
+    try:
+        pretrain_vision(out / "vision", images, labels, head_sizes(cfg, g), preset=preset,
+                        tokenizer_texts=tokenizer_texts, eval_images=ev_images, eval_labels=ev_labels,
+                        steps=a.steps, lr=a.lr, batch_size=a.batch_size, feature_rms=a.feature_rms, seed=a.seed,
+                        progress=progress)
+    except ModelError as e:
+        raise InputError(e.what, e.why, e.fix) from e
+    return str(out / "vision")
+
+
+def foundation_report(ckpt: str | Path) -> dict:
+    """The foundation's held-out accuracy per head (tokens holding something) and its training time."""
+    d = json.loads((Path(ckpt) / "vila2_vision_pretrain.json").read_text())
+    return {"eval_accuracy": d["eval_accuracy"], "seconds": d["seconds"], "steps": d["steps"]}

@@ -38,7 +38,7 @@ def _samples(data: str | Path | list[Sample] | None) -> list[Sample]:
     return list(data)
 
 
-def _set_trainable(model, stage: str, train_vision_in_pretrain: bool) -> None:
+def _set_trainable(model, stage: str, train_vision_in_pretrain: bool, freeze_vision: bool = False) -> None:
     m = model.model
     for p in model.parameters():
         p.requires_grad_(stage in ("sft", "specialist"))
@@ -49,6 +49,8 @@ def _set_trainable(model, stage: str, train_vision_in_pretrain: bool) -> None:
         m.language_model.requires_grad_(True)
         model.lm_head.requires_grad_(True)
         m.vision_tower.requires_grad_(train_vision_in_pretrain)
+    if freeze_vision:
+        m.vision_tower.requires_grad_(False)
 
 
 def _cosine(step: int, total: int, warmup: int) -> float:
@@ -59,7 +61,8 @@ def _cosine(step: int, total: int, warmup: int) -> float:
 
 def run_stage(model, processor, enc: Encoded, out_dir: str | Path, *, stage: str, epochs: float, lr: float,
               batch_size: int = 32, seed: int = 0, warmup_ratio: float = 0.03, weight_decay: float = 0.0,
-              train_vision_in_pretrain: bool = True, max_steps: int | None = None, device: str = "cpu",
+              train_vision_in_pretrain: bool = True, freeze_vision: bool = False,
+              max_steps: int | None = None, device: str = "cpu",
               bf16: bool | None = None, deepspeed_config: str | dict | None = None, grad_clip: float = 1.0,
               log_every: int = 10, progress: bool = True, group_by_length: bool = True,
               step_callback: Callable[[int, torch.nn.Module], None] | None = None, meta: dict | None = None) -> dict:
@@ -70,7 +73,7 @@ def run_stage(model, processor, enc: Encoded, out_dir: str | Path, *, stage: str
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _set_trainable(model, stage, train_vision_in_pretrain)
+    _set_trainable(model, stage, train_vision_in_pretrain, freeze_vision)
     n = len(enc.input_ids)
     if n == 0:
         raise ModelError(f"stage {stage} has no training samples", "its data set is empty",
@@ -176,6 +179,7 @@ def train_vlm(out_dir: str | Path,
               warmup_ratio: float = 0.03,
               weight_decay: float = 0.0,
               train_vision_in_pretrain: bool = True,
+              freeze_vision: bool = False,    # keep the vision tower frozen in every stage (a pretrained tower)
               sft_in_pretrain: float = 0.0,   # copies of the SFT set mixed into stage 2 (VILA's ShareGPT4V share)
               tokenizer_texts: list[str] | None = None,   # extra text for the tokenizer (e.g. a user's captions)
               init_from: str | Path | None = None,        # a local HF InternVL checkpoint instead of from scratch
@@ -246,6 +250,7 @@ def train_vlm(out_dir: str | Path,
         summary = run_stage(model, processor, encoded[id(data)], d, stage=stage, epochs=epochs[stage],
                             lr=lrs[stage], batch_size=batch_size, seed=seed, warmup_ratio=warmup_ratio,
                             weight_decay=weight_decay, train_vision_in_pretrain=train_vision_in_pretrain,
+                            freeze_vision=freeze_vision,
                             max_steps=max_steps, device=device, bf16=bf16, deepspeed_config=deepspeed_config,
                             progress=progress,
                             meta={"key": stage_key, "preset": preset_name, "data": data_desc, "args": args})
