@@ -66,7 +66,7 @@ def train(store, out_dir: str | Path, data: str, sft: str, round: int | None = N
         except BaseException as e:
             store.finish_run(run_id, "failed", error=(str(e).splitlines() or [type(e).__name__])[0])
             raise
-    preset = args.get("preset", "tiny")
+    preset = f"init:{args['init_from']}" if args.get("init_from") else args.get("preset", "tiny")
     ids, prev = {}, parent_model_id
     for stage in ("align", "pretrain", "sft"):
         if stage not in paths:

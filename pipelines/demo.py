@@ -1,6 +1,6 @@
 """`make demo`: the whole VILA² loop on the built-in synthetic world, on CPU.
 
-world → ingest → SQL summary → round 0 → self-augment rounds → specialist augment → report.
+world → vision foundation (once, cached) → ingest → SQL summary → round 0 → self-augment rounds → specialist augment → report.
 Resumable: rerunning the same command continues where it stopped (the store remembers finished steps).
 
     python -m pipelines.demo --out demo_out            # default sizes (≤ 15 min on a 2-core CPU)
@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.foundation import FoundationArgs, build_foundation, foundation_report, world_texts
 from pipelines.self_augment import LoopConfig, RecaptionArgs, TrainArgs, run_self_augment
 from pipelines.specialist_augment import SpecialistArgs, SpecialistConfig, run_specialist_augment
 
@@ -25,15 +26,19 @@ class DemoSize:
     rounds: int
     train: TrainArgs
     finetune: SpecialistArgs
+    foundation: FoundationArgs
+    sft_fraction: float = 0.3        # SFT images per pretraining image (docs/LOG.md: 0.1 left captions image-blind)
 
 
 SIZES = {
     "default": DemoSize(n_pretrain=2000, n_eval=200, rounds=3,
-                        train=TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=6.0),
-                        finetune=SpecialistArgs(epochs=3.0)),
+                        train=TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=4.0, freeze_vision=True,
+                                        sft_in_pretrain=1.0),
+                        finetune=SpecialistArgs(epochs=3.0), foundation=FoundationArgs()),
     "quick": DemoSize(n_pretrain=400, n_eval=60, rounds=2,
-                      train=TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=4.0),
-                      finetune=SpecialistArgs(epochs=2.0)),
+                      train=TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=4.0, freeze_vision=True,
+                                      sft_in_pretrain=1.0),
+                      finetune=SpecialistArgs(epochs=2.0), foundation=FoundationArgs(n_images=1000, steps=300)),
 }
 
 
@@ -53,7 +58,7 @@ def main(argv=None) -> int:
     out = Path(args.out).resolve()
     t0 = time.time()
     world_dir = out / "world"
-    wcfg = WorldConfig(n_eval=size.n_eval)
+    wcfg = WorldConfig(n_eval=size.n_eval, sft_fraction=size.sft_fraction)
     marker = world_dir / ".complete"
     key = json.dumps({"n": size.n_pretrain, "seed": args.seed, "cfg": wcfg.__dict__}, sort_keys=True, default=str)
     if not (marker.is_file() and marker.read_text() == key):
@@ -62,6 +67,12 @@ def main(argv=None) -> int:
         marker.write_text(key)
     else:
         print(f"[world] {world_dir} already generated")
+    print("[foundation] vision tower pretrained on dense labels of a separate image stream (cached)")
+    _, texts = world_texts(world_dir)
+    fnd = build_foundation(out / "foundation", wcfg, "tiny72", texts, size.foundation)
+    rep = foundation_report(fnd)
+    print(f"[foundation] {rep['steps']} steps, {rep['seconds']:.0f} s; held-out per-token accuracy "
+          + ", ".join(f"{k} {v:.3f}" for k, v in rep["eval_accuracy"].items()))
     store = Store(str(out / "store"), create=True)
     rep = ingest(store, manifest=str(world_dir / "pretrain" / "manifest.jsonl"))
     print("\n".join(rep.summary_lines()))
@@ -71,7 +82,9 @@ def main(argv=None) -> int:
     for r in summary.to_pylist():
         print(f"  round {r['round']}  {r['kind']:<10} {r['captions']:>6} captions  {r['mean_words']:>6} words")
 
-    loop = LoopConfig(rounds=size.rounds, seed=args.seed, train=size.train, recaption=RecaptionArgs())
+    from dataclasses import replace
+    loop = LoopConfig(rounds=size.rounds, seed=args.seed, train=replace(size.train, init_from=fnd),
+                      recaption=RecaptionArgs())
     sft, ev = str(world_dir / "sft" / "data.json"), str(world_dir / "eval" / "eval.json")
     res = run_self_augment(store, out, sft, ev, loop)
     tasks = {n: str(world_dir / "tasks" / n / "data.json") for n in ("spatial", "grounding", "ocr")}

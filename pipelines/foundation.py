@@ -142,6 +142,23 @@ def build_foundation(out_dir: str | Path, cfg: WorldConfig | None = None, preset
     return str(out / "vision")
 
 
+def world_texts(world_dir: str | Path) -> tuple[WorldConfig, list[str]]:
+    """A generated world's config and its text (alt-texts, SFT and eval prompts) for the foundation's tokenizer."""
+    from vila2_model.data import load_conversations, texts_of
+
+    w = Path(world_dir)
+    if not (w / "world.json").is_file():
+        raise InputError(f"{w} is not a generated world", "it has no world.json",
+                         "generate one with `curator world --out DIR`")
+    info = json.loads((w / "world.json").read_text())
+    cfg = WorldConfig(**info["config"])
+    texts = [json.loads(line)["caption"] for line in (w / "pretrain" / "manifest.jsonl").open()]
+    texts += texts_of(load_conversations(w / "sft" / "data.json"))
+    for item in json.loads((w / "eval" / "eval.json").read_text()):
+        texts += [v for k, v in item.items() if isinstance(v, str) and k.endswith("prompt")]
+    return cfg, texts
+
+
 def foundation_report(ckpt: str | Path) -> dict:
     """The foundation's held-out accuracy per head (tokens holding something) and its training time."""
     d = json.loads((Path(ckpt) / "vila2_vision_pretrain.json").read_text())

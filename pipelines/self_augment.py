@@ -17,7 +17,10 @@ from pipelines.steps import StepRunner
 @dataclass
 class TrainArgs:
     """Training recipe shared by every round (same hyperparameters each round — only the captions change)."""
-    preset: str = "tiny"             # vila2_model preset (or a local HF checkpoint via init_from in a recipe)
+    preset: str = "tiny"             # vila2_model preset (ignored when init_from is set)
+    init_from: str | None = None     # start every round from this checkpoint (e.g. the vision foundation)
+    freeze_vision: bool = False      # keep the vision tower frozen in every stage (a pretrained tower)
+    sft_in_pretrain: float = 0.0     # copies of the SFT set mixed into stage 2 (VILA's ShareGPT4V share)
     epochs_align: float = 0.25       # stage 1: projector only
     epochs_pretrain: float = 2.0     # stage 2: projector + LLM on the round's build
     epochs_sft: float = 6.0          # stage 3: all parameters on the SFT set
@@ -79,7 +82,8 @@ def train_and_register(store, work: Path, name: str, build_id: str, sft_data: st
 
     t = cfg.train
     return train(store, work / "models" / name, build_id, sft_data, round=round, parent_model_id=parent or "",
-                 preset=t.preset, seed=cfg.seed, epochs_align=t.epochs_align, epochs_pretrain=t.epochs_pretrain,
+                 preset=t.preset, init_from=t.init_from, freeze_vision=t.freeze_vision,
+                 sft_in_pretrain=t.sft_in_pretrain, seed=cfg.seed, epochs_align=t.epochs_align, epochs_pretrain=t.epochs_pretrain,
                  epochs_sft=t.epochs_sft, batch_size=t.batch_size, max_steps=t.max_steps, device=t.device,
                  progress=False)
 

@@ -28,6 +28,10 @@ def _loop_options(f):
         click.option("--work", default="curator_work", show_default=True, type=click.Path(),
                      help="where checkpoints, builds and eval outputs go."),
         click.option("--preset", default="tiny", show_default=True, help="model preset (vila2_model/presets)."),
+        click.option("--foundation", type=click.Path(), default=None,
+                     help="start every round from this vision foundation (`curator foundation`); its tower stays frozen."),
+        click.option("--sft-in-pretrain", type=float, default=None,
+                     help="copies of the SFT set mixed into stage 2 (default 1 with --foundation, else 0)."),
         click.option("--epochs-pretrain", type=float, default=2.0, show_default=True),
         click.option("--epochs-sft", type=float, default=6.0, show_default=True),
         click.option("--max-steps", type=int, default=None, help="cap optimizer steps per stage (smoke runs)."),
@@ -52,9 +56,24 @@ def _loop_config(rounds=3, policy="concat", min_gain=None, filters="", **kw):
     return LoopConfig(
         rounds=rounds, policy=policy, min_gain=min_gain, seed=kw["seed"], eval_limit=kw["eval_limit"], filters=flt,
         train=TrainArgs(preset=kw["preset"], epochs_pretrain=kw["epochs_pretrain"], epochs_sft=kw["epochs_sft"],
-                        max_steps=kw["max_steps"], device=kw["device"]),
+                        max_steps=kw["max_steps"], device=kw["device"], init_from=_foundation(kw.get("foundation")),
+                        freeze_vision=bool(kw.get("foundation")),
+                        sft_in_pretrain=kw["sft_in_pretrain"] if kw.get("sft_in_pretrain") is not None
+                        else (1.0 if kw.get("foundation") else 0.0)),
         recaption=RecaptionArgs(engine=kw["engine"], batch_size=kw["batch_size"], max_new_tokens=kw["max_new_tokens"],
                                 limit=kw["limit"]))
+
+
+def _foundation(path: str | None) -> str | None:
+    """A foundation directory (from `curator foundation`) or its checkpoint directory."""
+    if not path:
+        return None
+    p = Path(path)
+    for c in (p / "vision", p):
+        if (c / "config.json").is_file():
+            return str(c.resolve())
+    raise InputError(f"foundation {path} not found", "it holds no checkpoint (config.json)",
+                     "build one with `curator foundation --world DIR --out DIR`")
 
 
 def _print_rounds(rounds: list[dict]) -> None:
@@ -88,6 +107,33 @@ def register(cli: click.Group) -> None:
         cfg = load_world_config(config_path) if config_path else None
         paths = generate_world(out, n_pretrain=n_pretrain, seed=seed, cfg=cfg, progress=True)
         click.echo(f"world written to {paths.root}: " + json.dumps(paths.counts))
+
+    @cli.command("foundation")
+    @click.option("--world", required=True, type=click.Path(exists=True),
+                  help="a directory written by `curator world` (its config and text are used).")
+    @click.option("--out", required=True, type=click.Path(), help="directory for the foundation checkpoint.")
+    @click.option("--preset", default="tiny72", show_default=True, help="model preset (vila2_model/presets).")
+    @click.option("--steps", type=int, default=1200, show_default=True)
+    @click.option("--images", "n_images", type=int, default=4000, show_default=True,
+                  help="separate-stream images for the dense pretraining.")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    def foundation_cmd(world, out, preset, steps, n_images, seed):
+        """Pretrain the vision tower on dense per-token labels of a separate stream of the world's images
+        (the stand-in for a pretrained SigLIP). Pass the result to `curator run ... --foundation DIR`.
+
+        \b
+        Example:
+          curator foundation --world world --out foundation
+          curator run self-augment --world world --foundation foundation
+        """
+        from pipelines.foundation import FoundationArgs, build_foundation, foundation_report, world_texts
+
+        cfg, texts = world_texts(world)
+        ck = build_foundation(out, cfg, preset, texts, FoundationArgs(steps=steps, n_images=n_images, seed=seed),
+                              progress=True)
+        rep = foundation_report(ck)
+        click.echo(f"foundation {ck}: {rep['steps']} steps in {rep['seconds']:.0f} s; held-out accuracy per token "
+                   + ", ".join(f"{k} {v:.3f}" for k, v in rep["eval_accuracy"].items()))
 
     @cli.group("run")
     def run_group():
