@@ -149,3 +149,34 @@ def test_train_vlm_from_the_foundation_keeps_the_frozen_tower(tmp_path):
     assert not all(torch.equal(x, y) for x, y in zip(a.model.language_model.parameters(),
                                                      b.model.language_model.parameters()))
     assert json.loads((tmp_path / "r" / "sft" / "vila2_train.json").read_text())["args"]["freeze_vision"] is True
+
+
+def test_cli_foundation_then_a_round_from_it(tmp_path):
+    """`curator foundation` on a generated world, then `curator run self-augment --foundation` (round 0 only):
+    the round's models are registered as started from the foundation and its tower is the foundation's."""
+    from conftest import run_cli
+    from curator.store import Store
+    from curator.synthetic import generate_world
+
+    w = tmp_path / "w"
+    generate_world(w, n_pretrain=24, seed=1, cfg=WorldConfig(image_size=32, n_eval=4))
+    r = run_cli("foundation", "--world", str(w), "--out", str(tmp_path / "f"), "--preset", "micro", "--steps", "2",
+                "--images", "16")
+    assert r.stdout.startswith(f"foundation {tmp_path / 'f' / 'vision'}: 2 steps in "), r.stdout
+    assert "held-out accuracy per token color " in r.stdout
+    bad = run_cli("run", "self-augment", "--world", str(w), "--foundation", str(tmp_path / "nope"), "--rounds", "0",
+                  store=tmp_path / "s", check=False)
+    assert bad.returncode != 0
+    assert bad.stderr.strip().splitlines()[-1] == (f"Error: foundation {tmp_path / 'nope'} not found — it holds no "
+                                                   "checkpoint (config.json) — build one with `curator foundation "
+                                                   "--world DIR --out DIR`")
+    run_cli("ingest", "--manifest", str(w / "pretrain" / "manifest.jsonl"), store=tmp_path / "s")
+    run_cli("run", "self-augment", "--world", str(w), "--foundation", str(tmp_path / "f"), "--rounds", "0",
+            "--max-steps", "2", "--eval-limit", "2", "--work", str(tmp_path / "work"), store=tmp_path / "s")
+    rows = Store(str(tmp_path / "s")).sql("SELECT stage, preset, path FROM models WHERE round = 0 ORDER BY stage")
+    rows = rows.to_pylist()
+    assert [x["stage"] for x in rows] == ["align", "pretrain", "sft"]
+    assert {x["preset"] for x in rows} == {f"init:{tmp_path / 'f' / 'vision'}"}
+    a = AutoModelForImageTextToText.from_pretrained(tmp_path / "f" / "vision")
+    b = AutoModelForImageTextToText.from_pretrained(rows[-1]["path"])
+    assert all(torch.equal(x, y) for x, y in zip(a.model.vision_tower.parameters(), b.model.vision_tower.parameters()))
