@@ -37,7 +37,7 @@ class FoundationArgs:
     steps: int = 1200
     lr: float = 1e-3
     batch_size: int = 64
-    feature_rms: float | None = 1.0  # image features rescaled to this RMS (see vila2_model.vision_pretrain)
+    feature_rms: float | None = 16.0  # image features rescaled to this RMS (measured: 0.06-1 ignored, 3.6 used, 14-44 best)
     seed: int = 0
 
 

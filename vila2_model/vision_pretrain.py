@@ -46,14 +46,15 @@ def pretrain_vision(out_dir: str | Path, images: list, labels: dict[str, torch.T
                     preset: str | dict = "tiny", tokenizer_texts: list[str] | None = None,
                     eval_images: list | None = None, eval_labels: dict[str, torch.Tensor] | None = None,
                     steps: int = 1200, lr: float = 1e-3, batch_size: int = 64, warmup_steps: int = 30,
-                    feature_rms: float | None = 1.0, seed: int = 0, eval_every: int = 200,
+                    feature_rms: float | None = 16.0, seed: int = 0, eval_every: int = 200,
                     progress: bool = True, resume: bool = True) -> dict:
     """Train vision tower + projector on dense labels; save an HF checkpoint to out_dir. Returns the summary
     (held-out accuracy per head on tokens whose label is not 0, per eval point; content_hash).
 
     feature_rms: after training, the projector's last layer is rescaled so image features have this RMS per
-    channel (the heads' view is unchanged up to scale). The LLM's text embeddings start near 0.02 RMS; features
-    two orders of magnitude larger left the LLM slower to use them. None keeps them as trained."""
+    channel (the heads' view is unchanged up to scale). Measured with a from-scratch LLM (docs/LOG.md): features
+    at RMS 0.06-1 were ignored, at 3.6 used, at 14-44 used best (in a pre-norm LLM a large-norm image position
+    keeps its feature nearly unchanged through the residual stream). None keeps them as trained."""
     from vila2_model.model import build_model
     from vila2_model.presets import load_preset
     from vila2_model.tokenizer import build_processor, image_seq_length
