@@ -98,7 +98,7 @@ class WorldConfig:
     alt_wrong_word: float = 0.25              # of the quoted words, share that is wrong
     alt_filler: float = 0.8                   # a filler phrase is added
     # Emitted sets:
-    sft_fraction: float = 0.1                 # SFT images = round(sft_fraction × n_pretrain), at least 1
+    sft_fraction: float = 0.3                 # SFT images = round(sft_fraction × n_pretrain), ≥ 1 (0.1: blind round 0)
     sft_vqa_turns: int = 3                    # VQA turns in each SFT image's VQA sample
     task_fraction: float = 0.1                # images per specialist task set, × n_pretrain
     task_ocr_word_prob: float = 0.9           # the OCR task set is mostly images with words

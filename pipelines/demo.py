@@ -27,7 +27,6 @@ class DemoSize:
     train: TrainArgs
     finetune: SpecialistArgs
     foundation: FoundationArgs
-    sft_fraction: float = 0.3        # SFT images per pretraining image (docs/LOG.md: 0.1 left captions image-blind)
 
 
 SIZES = {
@@ -58,7 +57,7 @@ def main(argv=None) -> int:
     out = Path(args.out).resolve()
     t0 = time.time()
     world_dir = out / "world"
-    wcfg = WorldConfig(n_eval=size.n_eval, sft_fraction=size.sft_fraction)
+    wcfg = WorldConfig(n_eval=size.n_eval)
     marker = world_dir / ".complete"
     key = json.dumps({"n": size.n_pretrain, "seed": args.seed, "cfg": wcfg.__dict__}, sort_keys=True, default=str)
     if not (marker.is_file() and marker.read_text() == key):
