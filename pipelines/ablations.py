@@ -6,6 +6,8 @@
 
 Runs after `run_self_augment` has finished round 1 (it reuses round 1's recaptions; nothing is regenerated).
 Resumable like the loops; results are ordinary `models` rows (role generalist, no round tag).
+
+    python -m pipelines.ablations --out demo_out      # on a finished `make demo` directory, same recipe
 """
 from __future__ import annotations
 
@@ -74,3 +76,33 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"{r['run']:<58}" + "".join(
             f"{m[k]:>19.3f}" if isinstance(m.get(k), (int, float)) else f"{'—':>19}" for k in METRICS))
     return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from curator.store import Store
+    from pipelines.demo import SIZES, loop_config
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="demo_out", help="a `make demo` directory (world, foundation, store)")
+    ap.add_argument("--quick", action="store_true", help="the directory came from `make demo QUICK=1`")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs-factor", type=float, default=3.0)
+    a = ap.parse_args(argv)
+    out = Path(a.out).resolve()
+    fnd = out / "foundation" / "vision"
+    if not (out / "store").is_dir() or not (fnd / "config.json").is_file():
+        raise SystemExit(f"Error: {out} is not a finished demo directory — it has no store or foundation — "
+                         "run `make demo` first")
+    size = SIZES["quick" if a.quick else "default"]
+    cfg = loop_config(size, a.seed, str(fnd))
+    w = out / "world"
+    rows = run_ablations(Store(str(out / "store")), out, str(w / "sft" / "data.json"), str(w / "eval" / "eval.json"),
+                         cfg, epochs_factor=a.epochs_factor)
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

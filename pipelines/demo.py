@@ -41,6 +41,14 @@ SIZES = {
 }
 
 
+def loop_config(size: DemoSize, seed: int, foundation: str) -> LoopConfig:
+    """The demo's loop recipe (also what `python -m pipelines.ablations --out DEMO_OUT` re-creates)."""
+    from dataclasses import replace
+
+    return LoopConfig(rounds=size.rounds, seed=seed, train=replace(size.train, init_from=foundation),
+                      recaption=RecaptionArgs())
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="demo_out", help="working directory (world, store, checkpoints, report)")
@@ -81,9 +89,7 @@ def main(argv=None) -> int:
     for r in summary.to_pylist():
         print(f"  round {r['round']}  {r['kind']:<10} {r['captions']:>6} captions  {r['mean_words']:>6} words")
 
-    from dataclasses import replace
-    loop = LoopConfig(rounds=size.rounds, seed=args.seed, train=replace(size.train, init_from=fnd),
-                      recaption=RecaptionArgs())
+    loop = loop_config(size, args.seed, fnd)
     sft, ev = str(world_dir / "sft" / "data.json"), str(world_dir / "eval" / "eval.json")
     res = run_self_augment(store, out, sft, ev, loop)
     tasks = {n: str(world_dir / "tasks" / n / "data.json") for n in ("spatial", "grounding", "ocr")}

@@ -145,3 +145,11 @@ def test_resume_after_injected_failure_subprocess(tmp_path, world):
     dup = store.sql("SELECT count(*) AS n, count(DISTINCT caption_id) AS d FROM captions").to_pylist()[0]
     assert dup["n"] == dup["d"]
     assert store.sql("SELECT count(*) AS n FROM captions WHERE round = 1 AND transform = ''").to_pylist()[0]["n"] == N
+
+
+def test_ablations_cli_refuses_a_directory_without_a_demo(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pipelines.ablations", "--out", str(tmp_path / "none")],
+                       capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"Error: {tmp_path / 'none'} is not a finished demo directory — it has no store or "
+                                "foundation — run `make demo` first")
