@@ -4,6 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml scripts/setup_venv.sh | sha256sum | cut -c1-12)
 QUICK   ?=
+FULL    ?=
 DEMO_OUT ?= demo_out
 
 .PHONY: demo test venv inspect-deps bench clean
@@ -19,7 +20,7 @@ inspect-deps: $(STAMP)
 	bash scripts/setup_inspect.sh $(VENV)
 
 demo: $(STAMP)
-	$(BIN)/python -m pipelines.demo --out $(DEMO_OUT) $(if $(QUICK),--quick,)
+	$(BIN)/python -m pipelines.demo --out $(DEMO_OUT) $(if $(QUICK),--quick,) $(if $(FULL),--full,)
 
 test: $(STAMP) inspect-deps
 	$(BIN)/python -m pytest -q -ra tests

@@ -7,7 +7,7 @@
 Runs after `run_self_augment` has finished round 1 (it reuses round 1's recaptions; nothing is regenerated).
 Resumable like the loops; results are ordinary `models` rows (role generalist, no round tag).
 
-    python -m pipelines.ablations --out demo_out      # on a finished `make demo` directory, same recipe
+    python -m pipelines.ablations --out demo_out --size full   # on a finished `make demo FULL=1` directory
 """
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="demo_out", help="a `make demo` directory (world, foundation, store)")
-    ap.add_argument("--quick", action="store_true", help="the directory came from `make demo QUICK=1`")
+    ap.add_argument("--size", default="default", choices=("default", "full", "quick"),
+                    help="the demo size the directory came from (make demo / FULL=1 / QUICK=1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs-factor", type=float, default=3.0)
     a = ap.parse_args(argv)
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     if not (out / "store").is_dir() or not (fnd / "config.json").is_file():
         raise SystemExit(f"Error: {out} is not a finished demo directory — it has no store or foundation — "
                          "run `make demo` first")
-    size = SIZES["quick" if a.quick else "default"]
+    size = SIZES[a.size]
     cfg = loop_config(size, a.seed, str(fnd))
     w = out / "world"
     rows = run_ablations(Store(str(out / "store")), out, str(w / "sft" / "data.json"), str(w / "eval" / "eval.json"),

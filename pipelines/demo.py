@@ -4,6 +4,7 @@ world → vision foundation (once, cached) → ingest → SQL summary → round 
 Resumable: rerunning the same command continues where it stopped (the store remembers finished steps).
 
     python -m pipelines.demo --out demo_out            # default sizes (≤ 15 min on a 2-core CPU)
+    python -m pipelines.demo --out demo_out --full     # the README's trend run: 3 rounds (≈ 25 min)
     python -m pipelines.demo --out demo_out --quick    # toy sizes (≤ 3 min)
 """
 from __future__ import annotations
@@ -30,10 +31,16 @@ class DemoSize:
 
 
 SIZES = {
-    "default": DemoSize(n_pretrain=2000, n_eval=200, rounds=3,
-                        train=TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=4.0, freeze_vision=True,
+    # ≤ 15 min on the 2-core VM: round 0, two self-augment rounds, the specialist phase.
+    "default": DemoSize(n_pretrain=2000, n_eval=200, rounds=2,
+                        train=TrainArgs(epochs_align=0.25, epochs_pretrain=1.0, epochs_sft=4.0, freeze_vision=True,
                                         sft_in_pretrain=1.0),
                         finetune=SpecialistArgs(epochs=3.0), foundation=FoundationArgs()),
+    # The README's trend run (≈ 25 min): three self-augment rounds, two pretraining epochs per round.
+    "full": DemoSize(n_pretrain=2000, n_eval=200, rounds=3,
+                     train=TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=4.0, freeze_vision=True,
+                                     sft_in_pretrain=1.0),
+                     finetune=SpecialistArgs(epochs=3.0), foundation=FoundationArgs()),
     "quick": DemoSize(n_pretrain=400, n_eval=60, rounds=2,
                       train=TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=4.0, freeze_vision=True,
                                       sft_in_pretrain=1.0),
@@ -53,6 +60,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="demo_out", help="working directory (world, store, checkpoints, report)")
     ap.add_argument("--quick", action="store_true", help="toy sizes: finishes in about 3 minutes")
+    ap.add_argument("--full", action="store_true", help="the README's trend run: 3 rounds, ≈ 25 minutes")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -61,7 +69,7 @@ def main(argv=None) -> int:
     from curator.store import Store
     from curator.synthetic import WorldConfig, generate_world
 
-    size = SIZES["quick" if args.quick else "default"]
+    size = SIZES["quick" if args.quick else "full" if args.full else "default"]
     out = Path(args.out).resolve()
     t0 = time.time()
     world_dir = out / "world"
