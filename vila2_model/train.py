@@ -7,10 +7,11 @@ stage-1 rate and raise stages 2-3 (measured on the synthetic world; see docs/rea
 
 Which parameters train (VILA freezes the vision tower in stages 1-2 because SigLIP is pretrained; ours is
 random, so stage 2 trains it too unless train_vision_in_pretrain=False, which is the right choice when starting
-from a pretrained vision tower via init_from):
+from a pretrained vision tower via init_from; freeze_vision=True keeps it frozen in every stage, as the loop does
+with the vision foundation of pipelines/foundation.py):
   align    projector only            (LLM and vision frozen)
   pretrain projector + LLM (+ vision)
-  sft      everything
+  sft      everything (but the vision tower under freeze_vision)
 """
 from __future__ import annotations
 
