@@ -32,7 +32,7 @@ def world(tmp_path_factory):
 def test_same_seed_gives_byte_identical_world(world, tmp_path):
     again = generate_world(tmp_path / "again", n_pretrain=40, seed=3, cfg=SMALL)
     a, b = _digest(world.root), _digest(again.root)
-    assert len(a) == 40 + 4 + 3 * 4 + 12 + 7  # images of every set + manifest, 5 data/eval JSONs, world.json
+    assert len(a) == 40 + 12 + 3 * 4 + 12 + 7  # images of every set (SFT 0.3 × 40) + manifest, 5 data/eval JSONs, world.json
     assert a == b
     other = _digest(generate_world(tmp_path / "other", n_pretrain=40, seed=4, cfg=SMALL).root)
     assert other["pretrain/manifest.jsonl"] != a["pretrain/manifest.jsonl"]
@@ -151,7 +151,7 @@ def test_describe_exact_text():
 
 def test_sft_set_is_llava_with_long_prompts_and_vqa(world):
     data = json.loads(world.sft.read_text())
-    assert len(data) == 8  # 4 images (0.1 × 40) × (description + VQA)
+    assert len(data) == 24  # 12 images (0.3 × 40) × (description + VQA)
     for k, row in enumerate(data):
         assert (world.sft.parent / row["image"]).is_file()
         conv = row["conversations"]
