@@ -3,7 +3,7 @@
 world → vision foundation (once, cached) → ingest → SQL summary → round 0 → self-augment rounds → specialist augment → report.
 Resumable: rerunning the same command continues where it stopped (the store remembers finished steps).
 
-    python -m pipelines.demo --out demo_out            # default sizes (≈ 21 min on a 2-core CPU)
+    python -m pipelines.demo --out demo_out            # default sizes (21 min on a 2-core CPU)
     python -m pipelines.demo --out demo_out --full     # the README's trend run: 3 rounds (≈ 25 min)
     python -m pipelines.demo --out demo_out --quick    # toy sizes (≤ 3 min)
 """
@@ -31,8 +31,7 @@ class DemoSize:
 
 
 SIZES = {
-    # Round 0, two self-augment rounds, the specialist phase: ≈ 21 min on the 2-core VM (sum of the trend run's
-    # measured steps). One pretraining epoch per round would be faster but measured below the alt-text in
+    # Round 0, two self-augment rounds, the specialist phase: 20 min 39 s measured on the 2-core VM. One pretraining epoch per round would be faster but measured below the alt-text in
     # round 0 (P×R 0.062 vs 0.118), so the default keeps two.
     "default": DemoSize(n_pretrain=2000, n_eval=200, rounds=2,
                         train=TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=4.0, freeze_vision=True,
