@@ -30,21 +30,19 @@ class DemoSize:
     foundation: FoundationArgs
 
 
+# The loop's recipe with the vision foundation (docs/LOG.md, third session): tower frozen, one SFT copy in stage 2.
+_RECIPE = TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=4.0, freeze_vision=True, sft_in_pretrain=1.0)
+
 SIZES = {
-    # Round 0, two self-augment rounds, the specialist phase: 20 min 39 s measured on the 2-core VM. One pretraining epoch per round would be faster but measured below the alt-text in
-    # round 0 (P×R 0.062 vs 0.118), so the default keeps two.
-    "default": DemoSize(n_pretrain=2000, n_eval=200, rounds=2,
-                        train=TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=4.0, freeze_vision=True,
-                                        sft_in_pretrain=1.0),
+    # Round 0, two self-augment rounds, the specialist phase: 20 min 39 s measured on the 2-core VM. One
+    # pretraining epoch per round would be faster but measured below the alt-text in round 0 (P×R 0.062 vs
+    # 0.118), so the default keeps two.
+    "default": DemoSize(n_pretrain=2000, n_eval=200, rounds=2, train=_RECIPE,
                         finetune=SpecialistArgs(epochs=3.0), foundation=FoundationArgs()),
-    # The README's trend run (≈ 25 min): three self-augment rounds, two pretraining epochs per round.
-    "full": DemoSize(n_pretrain=2000, n_eval=200, rounds=3,
-                     train=TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=4.0, freeze_vision=True,
-                                     sft_in_pretrain=1.0),
+    # The README's trend run (25 min 10 s measured): three self-augment rounds.
+    "full": DemoSize(n_pretrain=2000, n_eval=200, rounds=3, train=_RECIPE,
                      finetune=SpecialistArgs(epochs=3.0), foundation=FoundationArgs()),
-    "quick": DemoSize(n_pretrain=400, n_eval=60, rounds=2,
-                      train=TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=4.0, freeze_vision=True,
-                                      sft_in_pretrain=1.0),
+    "quick": DemoSize(n_pretrain=400, n_eval=60, rounds=2, train=_RECIPE,
                       finetune=SpecialistArgs(epochs=2.0), foundation=FoundationArgs(n_images=1000, steps=300)),
 }
 
@@ -83,7 +81,7 @@ def main(argv=None) -> int:
         marker.write_text(key)
     else:
         print(f"[world] {world_dir} already generated")
-    print("[foundation] vision tower pretrained on dense labels of a separate image stream (cached)")
+    print("[foundation] vision tower on dense labels of a separate image stream (reused when already built)")
     _, texts = world_texts(world_dir)
     fnd = build_foundation(out / "foundation", wcfg, "tiny72", texts, size.foundation)
     rep = foundation_report(fnd)

@@ -83,8 +83,8 @@ def train_and_register(store, work: Path, name: str, build_id: str, sft_data: st
     t = cfg.train
     return train(store, work / "models" / name, build_id, sft_data, round=round, parent_model_id=parent or "",
                  preset=t.preset, init_from=t.init_from, freeze_vision=t.freeze_vision,
-                 sft_in_pretrain=t.sft_in_pretrain, seed=cfg.seed, epochs_align=t.epochs_align, epochs_pretrain=t.epochs_pretrain,
-                 epochs_sft=t.epochs_sft, batch_size=t.batch_size, max_steps=t.max_steps, device=t.device,
+                 sft_in_pretrain=t.sft_in_pretrain, seed=cfg.seed, epochs_align=t.epochs_align,
+                 epochs_pretrain=t.epochs_pretrain, epochs_sft=t.epochs_sft, batch_size=t.batch_size, max_steps=t.max_steps, device=t.device,
                  progress=False)
 
 

@@ -90,6 +90,13 @@ def test_pretrain_vision_learns_a_dense_color_task_and_leaves_the_llm_alone(tmp_
                             eval_labels={"color": torch.tensor([y for _, y in ev])}, steps=60, batch_size=16,
                             lr=3e-3, eval_every=0, feature_rms=None, progress=False)
     assert again["content_hash"] == s["content_hash"] and (ck / "model.safetensors").stat().st_mtime_ns == mtime
+    # same count and arguments, other labels: the key covers the content, so it trains again
+    other = torch.tensor([[1 + (c % 3) for c in y] for _, y in tr])
+    redo = pretrain_vision(ck, [x for x, _ in tr], {"color": other}, {"color": 4}, preset="micro",
+                           tokenizer_texts=["a red square"], eval_images=[x for x, _ in ev],
+                           eval_labels={"color": torch.tensor([y for _, y in ev])}, steps=60, batch_size=16,
+                           lr=3e-3, eval_every=0, feature_rms=None, progress=False)
+    assert (ck / "model.safetensors").stat().st_mtime_ns != mtime and redo["content_hash"] != s["content_hash"]
 
 
 def test_pretrain_vision_rejects_bad_labels_in_one_line(tmp_path):

@@ -12,6 +12,7 @@ checkpoint (vision tower + projector trained, LLM still random) that `train_vlm(
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -55,6 +56,8 @@ def pretrain_vision(out_dir: str | Path, images: list, labels: dict[str, torch.T
     channel (the heads' view is unchanged up to scale). Measured with a from-scratch LLM (docs/LOG.md): features
     at RMS 0.06-1 were ignored, at 3.6 used, at 14-44 used best (in a pre-norm LLM a large-norm image position
     keeps its feature nearly unchanged through the residual stream). None keeps them as trained."""
+    from tqdm.auto import tqdm
+
     from vila2_model.model import build_model
     from vila2_model.presets import load_preset
     from vila2_model.tokenizer import build_processor, image_seq_length
@@ -65,10 +68,17 @@ def pretrain_vision(out_dir: str | Path, images: list, labels: dict[str, torch.T
     _check(images, labels, n_classes, tokens, "training")
     if eval_images:
         _check(eval_images, eval_labels or {}, n_classes, tokens, "eval")
+    # The resume key covers the data's content (images, labels, tokenizer text), not just its size.
+    data = hashlib.sha256()
+    for im in images:
+        data.update(im.tobytes())
+    for k in sorted(labels):
+        data.update(k.encode() + labels[k].numpy().tobytes())
+    for t in tokenizer_texts or []:
+        data.update(t.encode() + b"\0")
     key = json.dumps({"preset": p, "n": len(images), "n_classes": n_classes, "steps": steps, "lr": lr,
                       "batch_size": batch_size, "warmup_steps": warmup_steps, "feature_rms": feature_rms,
-                      "seed": seed, "labels_sum": {k: int(v.sum()) for k, v in labels.items()},
-                      "n_texts": len(tokenizer_texts or [])}, sort_keys=True)
+                      "seed": seed, "data": data.hexdigest()}, sort_keys=True)
     done = out / DONE
     if resume and done.is_file():
         prev = json.loads(done.read_text())
@@ -116,7 +126,6 @@ def pretrain_vision(out_dir: str | Path, images: list, labels: dict[str, torch.T
     gen = torch.Generator().manual_seed(seed)
     history, losses, t0 = [], [], time.time()
     m.train()
-    from tqdm.auto import tqdm
     for step in tqdm(range(steps), desc="vision", disable=not progress, leave=False):
         if px_eval is not None and eval_every and step % eval_every == 0:
             history.append({"step": step, **evaluate()})
