@@ -20,7 +20,7 @@ inspect-deps: $(STAMP)
 	bash scripts/setup_inspect.sh $(VENV)
 
 demo: $(STAMP)
-	$(BIN)/python -m pipelines.demo --out $(DEMO_OUT) $(if $(QUICK),--quick,) $(if $(FULL),--full,)
+	$(BIN)/curator demo --out $(DEMO_OUT) $(if $(QUICK),--quick,) $(if $(FULL),--full,)
 
 test: $(STAMP) inspect-deps
 	$(BIN)/python -m pytest -q -ra tests

@@ -19,7 +19,7 @@ import pyarrow as pa  # noqa: E402
 from curator import schema  # noqa: E402
 from curator.ingest import ingest  # noqa: E402
 from curator.store import Store  # noqa: E402
-from curator.synthetic import iter_synthetic  # noqa: E402
+from curator.world.synthetic import iter_synthetic  # noqa: E402
 
 
 def main():

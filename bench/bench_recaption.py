@@ -26,7 +26,7 @@ def main():
     import torch
 
     from curator import schema
-    from curator.recaption import decode_resize, model_input_size, recaption
+    from curator.engines.work import decode_resize, model_input_size, recaption
     from engines_toy import internvl_ckpt, make_store
     from vila2_model.generate import Generator
 

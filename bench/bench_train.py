@@ -64,7 +64,7 @@ def throughput(world: Path | None, presets: list[str], steps: int, batch_size: i
 
 
 def round0(world: Path, out: Path, recipe: dict) -> dict:
-    from curator.grade import grade_alt_text, grade_eval
+    from curator.world.grade import grade_alt_text, grade_eval
     from vila2_model.evaluate import predict
 
     t0 = time.time()

@@ -9,10 +9,9 @@ import sys
 
 import click
 
+from curator.commands import inspect_cmds, model_cmds, recaption_cmds, run_cmds, store_cmds
+from curator.commands.common import DEFAULT_STORE, STORE_ENV
 from curator.errors import CuratorError
-
-DEFAULT_STORE = "./curator_store"
-STORE_ENV = "CURATOR_STORE"
 
 
 class CuratorGroup(click.Group):
@@ -38,15 +37,6 @@ def cli(ctx: click.Context, store_uri: str):
     ctx.ensure_object(dict)
     ctx.obj["store_uri"] = store_uri
 
-
-def open_store(ctx: click.Context, create: bool = False):
-    """The Store for --store (imported lazily so `--help` stays fast)."""
-    from curator.store import Store
-
-    return Store(ctx.obj["store_uri"], create=create)
-
-
-from curator.commands import store_cmds, model_cmds, recaption_cmds, inspect_cmds, run_cmds  # noqa: E402
 
 for _m in (store_cmds, model_cmds, recaption_cmds, inspect_cmds, run_cmds):
     _m.register(cli)

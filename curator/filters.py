@@ -644,7 +644,7 @@ def _grounding(store, con, cfg, cand, model, batch_size, device, run_id, progres
         c = _apply(store, con, cfg, cand, stored, None, run_id)
         out = {"kept": c["kept"], "rejected": c["rejected"]}
         written += c["written"]
-    from curator.recaption import decode_resize, model_input_size
+    from curator.engines.work import decode_resize, model_input_size
     from vila2_model.generate import Generator
 
     for captioner in sorted(set(todo.column("captioner").to_pylist())):

@@ -406,9 +406,9 @@ def _wds_item(shard: str, key: str, g: dict[str, bytes], split: str) -> Item:
 
 def iter_synthetic_items(n: int, seed: int, split: str = "train") -> Iterator[Item]:
     try:
-        from curator.synthetic import iter_synthetic
+        from curator.world.synthetic import iter_synthetic
     except ImportError as e:
-        raise InputError("the synthetic world is not available", f"curator.synthetic failed to import: {e}",
+        raise InputError("the synthetic world is not available", f"curator.world.synthetic failed to import: {e}",
                          "ingest a folder or manifest instead, or update the checkout") from e
     for i, (png, alt, meta) in enumerate(iter_synthetic(n, seed)):
         yield Item(uri=f"synthetic://{seed}/{i}", data=png, caption=alt, meta=meta or {}, split=split)

@@ -119,7 +119,7 @@ def _latest(versions: list[CaptionVersion]) -> CaptionVersion:
 
 def sample_fields(img: dict, versions: list[CaptionVersion]) -> tuple[dict, list[str]]:
     """The FiftyOne fields and tags of one image (pure data; build_dataset wraps them in a Sample)."""
-    from curator.grade import grade_caption, truth_from_meta
+    from curator.world.grade import grade_caption, truth_from_meta
 
     fields: dict = {"image_id": img["image_id"], "source": img["source"] or "", "split": img["split"] or "",
                     "uri": img["uri"] or ""}

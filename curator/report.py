@@ -80,7 +80,7 @@ def collect(store, gallery_size: int = 8, at=None) -> ReportData:
 
 
 def _gallery(con, store, ids: list[str]) -> list[dict]:
-    from curator import grade
+    from curator.world import grade
 
     meta = {i: json.loads(m or "{}") for i, m in con.execute(
         "SELECT image_id, meta FROM images WHERE list_contains(?, image_id)", [ids]).fetchall()}

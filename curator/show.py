@@ -261,7 +261,7 @@ def _latest_texts(store, round_: int, kind: str, where: str | None, at=None) -> 
 
 def _truths(store, image_ids: list[str], at=None) -> dict[str, dict]:
     """Ground truth of the images among image_ids whose meta holds some (synthetic images)."""
-    from curator.grade import truth_from_meta
+    from curator.world.grade import truth_from_meta
 
     out = {}
     for s in range(0, len(image_ids), 1000):
@@ -295,7 +295,7 @@ def diff(store, round_a: int, round_b: int, kind: str = "self", where: str | Non
                          "list what exists: curator sql \"SELECT round, kind, count(*) FROM captions GROUP BY ALL\"")
     both = sorted(set(a) & set(b))
     truths = _truths(store, both, at)
-    from curator.grade import grade_caption as grade
+    from curator.world.grade import grade_caption as grade
     diffs = []
     for iid in both:
         d = ImageDiff(iid, a[iid], b[iid], _words(a[iid]), _words(b[iid]))

@@ -135,10 +135,10 @@ def model_path(store, model: str) -> tuple[str, str]:
 
 def evaluate(store, model: str, eval_json: str | Path, out_json: str | Path | None = None,
              limit: int | None = None, device: str = "cpu", grounding: bool = True) -> dict:
-    """Generate with vila2_model.evaluate.predict, grade with curator.grade.grade_eval, add the alt-text
+    """Generate with vila2_model.evaluate.predict, grade with curator.world.grade.grade_eval, add the alt-text
     baseline, store the metrics on the model's row (registering an unregistered checkpoint as role
     'external') and write a JSON file with metrics + predictions. Returns {"metrics", "alt_text", "json"}."""
-    from curator.grade import grade_alt_text, grade_eval
+    from curator.world.grade import grade_alt_text, grade_eval
     from vila2_model.evaluate import predict
 
     eval_json = Path(eval_json)

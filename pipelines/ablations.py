@@ -7,7 +7,7 @@
 Runs after `run_self_augment` has finished round 1 (it reuses round 1's recaptions; nothing is regenerated).
 Resumable like the loops; results are ordinary `models` rows (role generalist, no round tag).
 
-    python -m pipelines.ablations --out demo_out --size full   # on a finished `make demo FULL=1` directory
+    curator run ablations --out demo_out --size full   # on a finished `make demo FULL=1` directory
 """
 from __future__ import annotations
 
@@ -78,32 +78,19 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    import argparse
-
+def run_ablations_on_demo(out: str | Path = "demo_out", size: str = "default", seed: int = 0,
+                          epochs_factor: float = 3.0) -> str:
+    """Run the ablations on a finished demo directory (`size` = the demo size it came from); returns the table."""
     from curator.store import Store
     from pipelines.demo import SIZES, loop_config
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="demo_out", help="a `make demo` directory (world, foundation, store)")
-    ap.add_argument("--size", default="default", choices=("default", "full", "quick"),
-                    help="the demo size the directory came from (make demo / FULL=1 / QUICK=1)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs-factor", type=float, default=3.0)
-    a = ap.parse_args(argv)
-    out = Path(a.out).resolve()
+    out = Path(out).resolve()
     fnd = out / "foundation" / "vision"
     if not (out / "store").is_dir() or not (fnd / "config.json").is_file():
-        raise SystemExit(f"Error: {out} is not a finished demo directory — it has no store or foundation — "
-                         "run `make demo` first")
-    size = SIZES[a.size]
-    cfg = loop_config(size, a.seed, str(fnd))
+        raise InputError(f"{out} is not a finished demo directory", "it has no store or foundation",
+                         "run `curator demo --out DIR` (or `make demo`) first")
+    cfg = loop_config(SIZES[size], seed, str(fnd))
     w = out / "world"
     rows = run_ablations(Store(str(out / "store")), out, str(w / "sft" / "data.json"), str(w / "eval" / "eval.json"),
-                         cfg, epochs_factor=a.epochs_factor)
-    print(format_table(rows))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+                         cfg, epochs_factor=epochs_factor)
+    return format_table(rows)

@@ -3,13 +3,12 @@
 world → vision foundation (once, cached) → ingest → SQL summary → round 0 → self-augment rounds → specialist augment → report.
 Resumable: rerunning the same command continues where it stopped (the store remembers finished steps).
 
-    python -m pipelines.demo --out demo_out            # default sizes (21 min on a 2-core CPU)
-    python -m pipelines.demo --out demo_out --full     # the README's trend run: 3 rounds (≈ 25 min)
-    python -m pipelines.demo --out demo_out --quick    # toy sizes (≤ 3 min)
+    curator demo --out demo_out            # default sizes (21 min on a 2-core CPU)
+    curator demo --out demo_out --full     # the README's trend run: 3 rounds (≈ 25 min)
+    curator demo --out demo_out --quick    # toy sizes (≤ 3 min)
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass
@@ -48,36 +47,32 @@ SIZES = {
 
 
 def loop_config(size: DemoSize, seed: int, foundation: str) -> LoopConfig:
-    """The demo's loop recipe (also what `python -m pipelines.ablations --out DEMO_OUT` re-creates)."""
+    """The demo's loop recipe (also what `curator run ablations --out DEMO_OUT` re-creates)."""
     from dataclasses import replace
 
     return LoopConfig(rounds=size.rounds, seed=seed, train=replace(size.train, init_from=foundation),
                       recaption=RecaptionArgs())
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="demo_out", help="working directory (world, store, checkpoints, report)")
-    ap.add_argument("--quick", action="store_true", help="toy sizes: finishes in about 3 minutes")
-    ap.add_argument("--full", action="store_true", help="the README's trend run: 3 rounds, ≈ 25 minutes")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-
+def run_demo(out: str | Path = "demo_out", size: str = "default", seed: int = 0) -> int:
+    """The whole loop on the synthetic world in `out` (world, foundation, store, checkpoints, report.html).
+    `size` is one of SIZES: default, full (the README's trend run) or quick (a smoke run of every step)."""
     from curator.ingest import ingest
     from curator.report import report
     from curator.store import Store
-    from curator.synthetic import WorldConfig, generate_world
+    from curator.world.synthetic import WorldConfig, generate_world
 
-    size = SIZES["quick" if args.quick else "full" if args.full else "default"]
-    out = Path(args.out).resolve()
+    size_name = size
+    size = SIZES[size_name]
+    out = Path(out).resolve()
     t0 = time.time()
     world_dir = out / "world"
     wcfg = WorldConfig(n_eval=size.n_eval)
     marker = world_dir / ".complete"
-    key = json.dumps({"n": size.n_pretrain, "seed": args.seed, "cfg": wcfg.__dict__}, sort_keys=True, default=str)
+    key = json.dumps({"n": size.n_pretrain, "seed": seed, "cfg": wcfg.__dict__}, sort_keys=True, default=str)
     if not (marker.is_file() and marker.read_text() == key):
         print(f"[world] generating {size.n_pretrain} pretraining images (+ SFT, task and eval sets) in {world_dir}")
-        generate_world(world_dir, n_pretrain=size.n_pretrain, seed=args.seed, cfg=wcfg)
+        generate_world(world_dir, n_pretrain=size.n_pretrain, seed=seed, cfg=wcfg)
         marker.write_text(key)
     else:
         print(f"[world] {world_dir} already generated")
@@ -96,7 +91,7 @@ def main(argv=None) -> int:
     for r in summary.to_pylist():
         print(f"  round {r['round']}  {r['kind']:<10} {r['captions']:>6} captions  {r['mean_words']:>6} words")
 
-    loop = loop_config(size, args.seed, fnd)
+    loop = loop_config(size, seed, fnd)
     sft, ev = str(world_dir / "sft" / "data.json"), str(world_dir / "eval" / "eval.json")
     res = run_self_augment(store, out, sft, ev, loop)
     tasks = {n: str(world_dir / "tasks" / n / "data.json") for n in ("spatial", "grounding", "ocr")}
@@ -116,7 +111,3 @@ def main(argv=None) -> int:
     print(f"store:  {out / 'store'}   (try: .venv/bin/curator --store {out / 'store'} sql \"SELECT * FROM runs\")")
     print(f"wall time: {time.time() - t0:.0f} s")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

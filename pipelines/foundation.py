@@ -26,7 +26,7 @@ from pathlib import Path
 from PIL import Image
 
 from curator.errors import InputError
-from curator.synthetic import WorldConfig, make_vqa, synthetic_item
+from curator.world.synthetic import WorldConfig, make_vqa, synthetic_item
 from vila2_model.data import Sample
 
 

@@ -1,4 +1,4 @@
-"""A toy image world for the model tests (independent of curator.synthetic, so the model library is tested alone):
+"""A toy image world for the model tests (independent of curator.world.synthetic, so the model library is tested alone):
 one colored shape in one quadrant; the caption states color, shape and quadrant; QA turns ask for each."""
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText
 
 from curator.errors import InputError
-from curator.synthetic import WorldConfig, synthetic_item
+from curator.world.synthetic import WorldConfig, synthetic_item
 from pipelines.foundation import (FoundationArgs, build_foundation, dense_set, foundation_report, head_sizes,
                                   token_labels, world_vqa_samples)
 from vila2_model.checkpoint import content_hash
@@ -163,7 +163,7 @@ def test_cli_foundation_then_a_round_from_it(tmp_path):
     the round's models are registered as started from the foundation and its tower is the foundation's."""
     from conftest import run_cli
     from curator.store import Store
-    from curator.synthetic import generate_world
+    from curator.world.synthetic import generate_world
 
     w = tmp_path / "w"
     generate_world(w, n_pretrain=24, seed=1, cfg=WorldConfig(image_size=32, n_eval=4))

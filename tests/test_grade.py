@@ -4,7 +4,7 @@ import copy
 import pytest
 
 from curator.errors import InputError
-from curator.grade import (grade_alt_text, grade_caption, grade_eval, grade_grounding, grade_vqa, grounding_details,
+from curator.world.grade import (grade_alt_text, grade_caption, grade_eval, grade_grounding, grade_vqa, grounding_details,
                            normalize_answer, parse_caption)
 
 # A large red circle at the top left, a small blue square at the center, the word "cat" at the bottom
@@ -183,7 +183,7 @@ def test_bad_truth_and_predictions_raise_one_line_errors():
 
 def test_truth_from_meta_tells_synthetic_from_other_images():
     import json
-    from curator.grade import truth_from_meta
+    from curator.world.grade import truth_from_meta
     assert truth_from_meta({"aliases": ["a.jpg"], "original_mode": "CMYK"}) is None
     assert truth_from_meta("") is None and truth_from_meta(None) is None
     t = truth_from_meta(json.dumps(TRUTH))

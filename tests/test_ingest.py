@@ -164,7 +164,7 @@ def test_synthetic_through_the_cli(tmp_path):
     again = json.loads(run_cli("ingest", "--synthetic", "12", "--seed", "3", "--json", store=store).stdout)
     assert (again["images_added"], again["images_existing"]) == (0, 12)
     from curator.store import Store
-    from curator.synthetic import iter_synthetic
+    from curator.world.synthetic import iter_synthetic
 
     first_png, alt, meta = next(iter(iter_synthetic(1, 3)))
     row = Store(str(store)).sql(f"SELECT i.meta, c.text FROM images i JOIN captions c USING (image_id) "

@@ -10,7 +10,7 @@ import pytest
 
 from curator.ingest import ingest
 from curator.store import Store
-from curator.synthetic import WorldConfig, generate_world
+from curator.world.synthetic import WorldConfig, generate_world
 from pipelines.self_augment import LoopConfig, RecaptionArgs, TrainArgs, run_self_augment
 from pipelines.specialist_augment import SpecialistArgs, SpecialistConfig, run_specialist_augment
 
@@ -148,8 +148,8 @@ def test_resume_after_injected_failure_subprocess(tmp_path, world):
 
 
 def test_ablations_cli_refuses_a_directory_without_a_demo(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pipelines.ablations", "--out", str(tmp_path / "none")],
+    r = subprocess.run([sys.executable, "-m", "curator.cli", "run", "ablations", "--out", str(tmp_path / "none")],
                        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 1
     assert r.stderr.strip() == (f"Error: {tmp_path / 'none'} is not a finished demo directory — it has no store or "
-                                "foundation — run `make demo` first")
+                                "foundation — run `curator demo --out DIR` (or `make demo`) first")

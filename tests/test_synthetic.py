@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from curator.errors import InputError
-from curator.grade import grade_caption, grade_grounding, parse_caption
-from curator.synthetic import (COLOR_RGB, GROUNDING_PROMPT, LONG_PROMPTS, OCR_PROMPT, POSITIONS, SKILLS,
+from curator.world.grade import grade_caption, grade_grounding, parse_caption
+from curator.world.synthetic import (COLOR_RGB, GROUNDING_PROMPT, LONG_PROMPTS, OCR_PROMPT, POSITIONS, SKILLS,
                                SPATIAL_PROMPTS, WorldConfig, describe, generate_world, iter_synthetic,
                                load_world_config, synthetic_item, world_vocabulary)
 

@@ -151,7 +151,7 @@ def test_curator_train_and_eval_register_models(tmp_path):
 
     from curator.cli import cli
     from curator.store import Store
-    from curator.synthetic import WorldConfig, generate_world
+    from curator.world.synthetic import WorldConfig, generate_world
     from curator.training import train
 
     w = generate_world(tmp_path / "w", n_pretrain=24, seed=0, cfg=WorldConfig(n_eval=4))

@@ -1,4 +1,4 @@
-"""Generate a checkpoint's answers for a held-out eval set (the curator side grades them: curator.grade.grade_eval).
+"""Generate a checkpoint's answers for a held-out eval set (the curator side grades them: curator.world.grade.grade_eval).
 
 eval.json = [{"id", "image" (relative to the file), "vqa": [{"question", "answer", "skill"}], ...ground truth}].
 One fixed long prompt for captions (long-v1, so rounds are compared on the same request), greedy decoding.

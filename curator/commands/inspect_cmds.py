@@ -18,7 +18,7 @@ def _rounds(text: str) -> list[int]:
 
 
 def register(cli: click.Group) -> None:
-    from curator.cli import open_store
+    from curator.commands.common import open_store
 
     @cli.command("inspect")
     @click.option("--rounds", default="0,1,2", show_default=True, help="Rounds whose caption versions become fields.")

@@ -38,7 +38,7 @@ def train_cmd(ctx, data, sft, out_dir, round_, recipe, preset, epochs_align, epo
     `models` table with round, stage, build and parent. Rerunning with the same arguments reuses
     finished stages.
     """
-    from curator.cli import open_store
+    from curator.commands.common import open_store
     from curator.training import train
 
     res = train(open_store(ctx), out_dir, data, sft, round=round_, recipe=recipe, parent_model_id=parent,
@@ -68,7 +68,7 @@ def train_cmd(ctx, data, sft, out_dir, round_, recipe, preset, epochs_align, epo
 def train_specialist_cmd(ctx, stage2, task_data, role, caption_data, mix_ratio, out_dir, epochs, lr, seed, device,
                          max_steps):
     """Fine-tune a specialist from a stage-2 checkpoint on task data mixed with caption data (VILA² §2)."""
-    from curator.cli import open_store
+    from curator.commands.common import open_store
     from curator.training import train_specialist
 
     res = train_specialist(open_store(ctx), out_dir, stage2, task_data, role, caption_data=caption_data,
@@ -89,7 +89,7 @@ def train_specialist_cmd(ctx, stage2, task_data, role, caption_data, mix_ratio, 
 def eval_cmd(ctx, model, eval_json, out_json, limit, device, no_grounding, as_json):
     """Grade a model on the held-out synthetic eval set: caption precision / recall / P x R / length
     (vs. the alt-text), VQA accuracy per skill, grounding IoU. Metrics go to the models table and a JSON file."""
-    from curator.cli import open_store
+    from curator.commands.common import open_store
     from curator.training import evaluate
 
     res = evaluate(open_store(ctx), model, eval_json, out_json=out_json, limit=limit, device=device,
@@ -127,7 +127,7 @@ def models_cmd(ctx, presets):
         for name in list_recipes():
             click.echo(f"recipe  {name}")
         return
-    from curator.cli import open_store
+    from curator.commands.common import open_store
     from curator.training import list_models
 
     rows = list_models(open_store(ctx)).to_pylist()

@@ -46,7 +46,7 @@ def recaption_cmd(ctx, round_, model, prompts, prompts_file, kind, engine, where
       curator recaption --round 1 --model runs/r0/sft --prompts vila2 --batch-size 64
       curator recaption --round 1 --model runs/r0/sft --engine ray --shard 0/2
     """
-    from curator.cli import open_store
+    from curator.commands.common import open_store
     from curator.recaption import format_summary, parse_shard, recaption
 
     counts = recaption(open_store(ctx), round_, model, prompts=prompts, kind=kind, engine=engine, where=where,
@@ -111,7 +111,7 @@ def filter_cmd(ctx, round_, filter_names, thresholds, params, kind, model, devic
       curator filter --round 1 --filters grounding --model runs/r0/sft
       curator filter --round 1 --report-only
     """
-    from curator.cli import open_store
+    from curator.commands.common import open_store
     from curator.filters import filter_report, parse_thresholds, run_filters
 
     store = open_store(ctx)

@@ -86,7 +86,7 @@ def _print_rounds(rounds: list[dict]) -> None:
 
 
 def register(cli: click.Group) -> None:
-    from curator.cli import open_store
+    from curator.commands.common import open_store
 
     @cli.command("world")
     @click.option("--out", required=True, type=click.Path(), help="directory to write the world into.")
@@ -102,7 +102,7 @@ def register(cli: click.Group) -> None:
           curator world --out world --n 2000 --seed 0
           curator ingest --manifest world/pretrain/manifest.jsonl
         """
-        from curator.synthetic import generate_world, load_world_config
+        from curator.world.synthetic import generate_world, load_world_config
 
         cfg = load_world_config(config_path) if config_path else None
         paths = generate_world(out, n_pretrain=n_pretrain, seed=seed, cfg=cfg, progress=True)
@@ -236,3 +236,42 @@ def register(cli: click.Group) -> None:
         path, table = report(open_store(ctx), out, gallery_size=gallery, at=at)
         click.echo(table)
         click.echo(f"report: {path}")
+
+    @cli.command("demo")
+    @click.option("--out", default="demo_out", show_default=True, type=click.Path(),
+                  help="working directory (world, foundation, store, checkpoints, report).")
+    @click.option("--quick", is_flag=True, help="toy sizes: a smoke run of every step in about 3 minutes.")
+    @click.option("--full", is_flag=True, help="the README's trend run: 3 self-augment rounds.")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    def demo_cmd(out, quick, full, seed):
+        """The whole VILA² loop on the built-in synthetic world, on CPU (what `make demo` runs). Resumable.
+
+        \b
+        Example:
+          curator demo --out demo_out --quick
+        """
+        from pipelines.demo import run_demo
+
+        if quick and full:
+            raise InputError("--quick and --full both given", "they pick different sizes", "pass one of them")
+        run_demo(out, "quick" if quick else "full" if full else "default", seed)
+
+    @run_group.command("ablations")
+    @click.option("--out", default="demo_out", show_default=True, type=click.Path(),
+                  help="a finished `curator demo` directory (world, foundation, store).")
+    @click.option("--size", default="default", show_default=True, type=click.Choice(["default", "full", "quick"]),
+                  help="the demo size the directory came from.")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--epochs-factor", type=float, default=3.0, show_default=True,
+                  help="the compute control's pretraining-epoch multiple.")
+    def ablations_cmd(out, size, seed, epochs_factor):
+        """The method's ablations on a demo directory: round-1 target (original / recaption / concat) and the
+        compute control (round 0 trained longer).
+
+        \b
+        Example:
+          curator run ablations --out demo_out --size full
+        """
+        from pipelines.ablations import run_ablations_on_demo
+
+        click.echo(run_ablations_on_demo(out, size, seed, epochs_factor))

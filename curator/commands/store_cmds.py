@@ -43,7 +43,7 @@ def ingest_cmd(ctx, folder, captions, manifest, hf, image_column, caption_column
     Bad files never stop the run: each is counted with its reason in the summary and in the run's
     counts (SELECT counts FROM runs). Re-running the same input adds nothing.
     """
-    from curator.cli import open_store
+    from curator.commands.common import open_store
     from curator.ingest import DEFAULT_MAX_PIXELS, ingest
 
     store = open_store(ctx, create=True)
@@ -73,7 +73,7 @@ def sql_cmd(ctx, query, at, version, out, fmt, max_rows):
     INSTALL/LOAD, SET/PRAGMA, file readers and multiple statements are refused; the store is never modified.
     """
     from curator import sql as sqlmod
-    from curator.cli import open_store
+    from curator.commands.common import open_store
 
     f = sqlmod.infer_format(out, fmt)
     if f == "parquet" and not out:
@@ -107,7 +107,7 @@ def build_cmd(ctx, round_, policy, sql_file, show_sql, fmt, out, seed, at, rows_
     specialist-qa. An image without an accepted recaption falls back to its original caption (counted).
     """
     from curator import build as b
-    from curator.cli import open_store
+    from curator.commands.common import open_store
 
     if show_sql:
         click.echo(b.policy_sql(policy), nl=False)
@@ -147,7 +147,7 @@ def builds_cmd(ctx):
     """
     from curator import sql as sqlmod
     from curator.build import list_builds
-    from curator.cli import open_store
+    from curator.commands.common import open_store
 
     click.echo(sqlmod.render(list_builds(open_store(ctx)), "table"), nl=False)
 
@@ -159,7 +159,7 @@ def builds_cmd(ctx):
 def tag_cmd(ctx, name, replace):
     """Tag the current version of every table (e.g. round-2) for time travel with --at.
     """
-    from curator.cli import open_store
+    from curator.commands.common import open_store
 
     v = open_store(ctx).tag(name, replace=replace)
     click.echo(f"tagged {name}: " + ", ".join(f"{t}@{n}" for t, n in v.items()))
@@ -170,7 +170,7 @@ def tag_cmd(ctx, name, replace):
 def rounds_cmd(ctx):
     """List tags (completed rounds) with the table versions they name, and the current versions.
     """
-    from curator.cli import open_store
+    from curator.commands.common import open_store
 
     store = open_store(ctx)
     for name, vs in store.tag_versions().items():
@@ -185,7 +185,7 @@ def compact_cmd(ctx):
 
     Old versions stay readable, so tags and --at keep working.
     """
-    from curator.cli import open_store
+    from curator.commands.common import open_store
 
     store = open_store(ctx)
     before = store.versions()

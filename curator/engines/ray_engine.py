@@ -16,7 +16,7 @@ from curator.errors import require
 
 
 def _items(batch) -> list:
-    from curator.recaption import WorkItem
+    from curator.engines.work import WorkItem
 
     cols = ("image_id", "prompt_id", "prompt", "caption_id")
     return [WorkItem(*(str(batch[c][i]) for c in cols)) for i in range(len(batch["caption_id"]))]
@@ -28,7 +28,7 @@ class CaptionWorker:
     def __init__(self, job, threads: int = 1):
         import torch
 
-        from curator.recaption import make_engine
+        from curator.engines.work import make_engine
         from curator.store import Store
 
         torch.set_num_threads(max(1, threads))
@@ -37,7 +37,7 @@ class CaptionWorker:
         self.engine = make_engine("transformers", job.model, job.device)
 
     def __call__(self, batch):
-        from curator.recaption import generate_and_write, load_batch
+        from curator.engines.work import generate_and_write, load_batch
 
         items, images, fails = load_batch(self.store, self.job, _items(batch))
         c = generate_and_write(self.store, self.engine, self.job, items, images, fails)
@@ -54,7 +54,7 @@ class ImageLoader:
         self.store = Store(job.store_uri, storage_options=job.storage_options)
 
     def __call__(self, batch):
-        from curator.recaption import load_batch
+        from curator.engines.work import load_batch
 
         items, images, fails = load_batch(self.store, self.job, _items(batch))
         if fails:
@@ -79,7 +79,7 @@ class CaptionWriter:
         self.store = Store(job.store_uri, storage_options=job.storage_options)
 
     def __call__(self, batch):
-        from curator.recaption import caption_rows
+        from curator.engines.work import caption_rows
         from vila2_model.generate import GenOut
 
         items = _items(batch)

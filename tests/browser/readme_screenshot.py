@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/ (for bro
 def build(store_dir: str):
     from curator.schema import caption_key, image_key
     from curator.store import Store
-    from curator.synthetic import describe, iter_synthetic
+    from curator.world.synthetic import describe, iter_synthetic
 
     st = Store(store_dir, create=True)
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

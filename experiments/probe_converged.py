@@ -4,8 +4,8 @@ The `--full` demo's ablation found round 0 trained with 3× the pretraining epoc
 (0.295) and round 2 (0.373): the per-round recipe is undertrained. This probe reruns the comparison with every
 round at `--epochs` pretraining epochs, on a finished demo directory's world and foundation, in a new store:
 
-    python bench/probe_converged.py --demo demo_out --out bench/out/converged --epochs 6 --what loop
-    python bench/probe_converged.py --demo demo_out --out bench/out/converged-ctl --epochs 12 --what control
+    python experiments/probe_converged.py --demo demo_out --out experiments/out/converged --epochs 6 --what loop
+    python experiments/probe_converged.py --demo demo_out --out experiments/out/converged-ctl --epochs 12 --what control
 
 `loop` = round 0 + one self-augment round (concat); `control` = round 0 only. Prints P×R per round.
 """

@@ -3,11 +3,11 @@
 The question each run answers: do round-0 detailed captions beat the alt-text on held-out images
 (caption precision × recall), and does the model read the image at all (distinct captions per image)?
 
-    python bench/probe_round0.py --name aligned --world '{"image_size": 72}' \
+    python experiments/probe_round0.py --name aligned --world '{"image_size": 72}' \
         --preset '{"image_size": 72, "vision": {"patch_size": 12}}' --recipe '{"epochs_sft": 8}'
 
 --preset is a JSON object merged (one level deep) into the tiny preset; --world are WorldConfig fields;
---recipe are train_vlm arguments over the round0-cpu recipe. Results append to bench/out/probe_round0.jsonl.
+--recipe are train_vlm arguments over the round0-cpu recipe. Results append to experiments/out/probe_round0.jsonl.
 """
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from bench_train import manifest_samples  # noqa: E402
 
-from curator.grade import grade_alt_text, grade_eval  # noqa: E402
-from curator.synthetic import WorldConfig, generate_world  # noqa: E402
+from curator.world.grade import grade_alt_text, grade_eval  # noqa: E402
+from curator.world.synthetic import WorldConfig, generate_world  # noqa: E402
 from vila2_model.data import load_conversations  # noqa: E402
 from vila2_model.evaluate import predict  # noqa: E402
 from vila2_model.presets import load_preset  # noqa: E402
@@ -50,7 +51,7 @@ def main() -> None:
     ap.add_argument("--eval", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--mix-vqa", type=int, default=0, help="add N world-stream VQA samples to the SFT set")
-    ap.add_argument("--out", default="bench/out/probe_round0")
+    ap.add_argument("--out", default="experiments/out/probe_round0")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     wcfg = json.loads(a.world)

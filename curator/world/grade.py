@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 
 from curator.errors import InputError
-from curator.synthetic import ALL_SHAPES, ALL_WORDS, COLOR_RGB, NO_WORD_ANSWER, POSITIONS, SIZES, to_1000
+from curator.world.synthetic import ALL_SHAPES, ALL_WORDS, COLOR_RGB, NO_WORD_ANSWER, POSITIONS, SIZES, to_1000
 
 _SHAPES = set(ALL_SHAPES)
 _PLURALS = {s + ("es" if s.endswith("s") else "s"): s for s in ALL_SHAPES}

@@ -5,7 +5,7 @@ about a separate stream of synthetic images — never the pretraining, SFT or ev
 usual align → pretrain (alt-text) → SFT recipe starting from that checkpoint (`train_vlm(init_from=...)`),
 and is compared with round 0 from random weights on the same held-out images. Prints a table.
 
-    python bench/probe_vision_warmup.py --n 4000 --warmup-images 3000 --warmup-epochs 4
+    python experiments/probe_vision_warmup.py --n 4000 --warmup-images 3000 --warmup-epochs 4
 """
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from bench_train import manifest_samples  # noqa: E402
 
-from curator.grade import grade_alt_text, grade_captions  # noqa: E402
-from curator.synthetic import WorldConfig, generate_world, make_vqa, synthetic_item  # noqa: E402
+from curator.world.grade import grade_alt_text, grade_captions  # noqa: E402
+from curator.world.synthetic import WorldConfig, generate_world, make_vqa, synthetic_item  # noqa: E402
 from vila2_model.data import Sample, load_conversations, texts_of  # noqa: E402
 from vila2_model.generate import Generator  # noqa: E402
 from vila2_model.train import train_vlm  # noqa: E402
@@ -53,7 +54,7 @@ def evaluate(ckpt: str, items: list, world: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="bench/out/vision_warmup")
+    ap.add_argument("--out", default="experiments/out/vision_warmup")
     ap.add_argument("--n", type=int, default=4000)
     ap.add_argument("--warmup-images", type=int, default=3000)
     ap.add_argument("--warmup-epochs", type=float, default=4.0)

@@ -5,7 +5,7 @@ shape-or-word-or-none, size of the object whose box centre falls in that token's
 world images. Prints held-out per-token accuracy as it trains, then saves an HF checkpoint (LLM untouched,
 random) that a round can start from with `init_from`.
 
-    python bench/probe_dense_vision.py --steps 600 --preset '{"image_size": 72, "vision": {"patch_size": 12}}'
+    python experiments/probe_dense_vision.py --steps 600 --preset '{"image_size": 72, "vision": {"patch_size": 12}}'
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe_round0 import merged_preset  # noqa: E402
 
-from curator.synthetic import WorldConfig, synthetic_item  # noqa: E402
+from curator.world.synthetic import WorldConfig, synthetic_item  # noqa: E402
 from vila2_model.model import build_model  # noqa: E402
 from vila2_model.tokenizer import build_processor, image_seq_length  # noqa: E402
 
@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--world-texts", default="", help="a world dir whose text builds the tokenizer")
-    ap.add_argument("--out", default="bench/out/probe_dense_vision/ckpt")
+    ap.add_argument("--out", default="experiments/out/probe_dense_vision/ckpt")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)

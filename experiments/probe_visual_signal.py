@@ -8,9 +8,9 @@ trained with a plain AdamW loop (lr 1e-3, batch 32) on four image kinds, graded 
   world       the synthetic world's own single-object images (objects 11-30% of the side, gray background)
   curriculum  `square36` for the first --curriculum steps, then `world`  (coarse -> fine)
 
-Chance is 1/8. Prints a table; results append to bench/out/probe_visual_signal.jsonl.
+Chance is 1/8. Prints a table; results append to experiments/out/probe_visual_signal.jsonl.
 
-    python bench/probe_visual_signal.py --steps 400 --threads 2
+    python experiments/probe_visual_signal.py --steps 400 --threads 2
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe_round0 import merged_preset  # noqa: E402
 
-from curator.synthetic import COLOR_RGB, WorldConfig, synthetic_item  # noqa: E402
+from curator.world.synthetic import COLOR_RGB, WorldConfig, synthetic_item  # noqa: E402
 from vila2_model.data import Sample, collate, encode_samples  # noqa: E402
 from vila2_model.model import build_model  # noqa: E402
 from vila2_model.tokenizer import build_processor  # noqa: E402
@@ -123,7 +123,7 @@ def main() -> None:
     for kind in a.kinds.split(","):
         r = run(kind, a.steps, a.curriculum if kind == "curriculum" else 0, a.size, preset)
         rows.append(r)
-        with open(Path("bench/out/probe_visual_signal.jsonl"), "a") as f:
+        with open(Path("experiments/out/probe_visual_signal.jsonl"), "a") as f:
             f.write(json.dumps({**r, "preset": json.loads(a.preset)}) + "\n")
         print(f"{kind}: acc {r['final_acc']:.3f} curve {r['curve']}", flush=True)
     print(f"\n{'images':<12}{'steps':>7}{'held-out color acc':>20}{'acc>=0.8 at step':>18}{'s':>6}   (chance 0.125)")
