@@ -10,20 +10,10 @@ already landed, so a crash never produces duplicates.
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Callable
 
-from curator.errors import CuratorError
 from curator.schema import config_hash
-
-# Test hook: raise right after the named step is recorded, to prove resume works (used by tests/test_loop.py).
-FAIL_AFTER_ENV = "CURATOR_FAIL_AFTER_STEP"
-
-
-class InjectedFailure(CuratorError):
-    """Raised on purpose after a step when CURATOR_FAIL_AFTER_STEP names it."""
-
 
 class StepRunner:
     def __init__(self, store, pipeline: str, config: dict, log: Callable[[str], None] = print):
@@ -66,9 +56,6 @@ class StepRunner:
         self.done[name] = out
         self.ran.append(name)
         self.log(f"[done] {name} in {out['seconds']} s")
-        if os.environ.get(FAIL_AFTER_ENV) == name:
-            raise InjectedFailure(f"injected failure after step {name}", f"{FAIL_AFTER_ENV} is set",
-                                  "unset it and rerun the same command to resume")
         return out
 
 
