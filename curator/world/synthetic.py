@@ -545,8 +545,8 @@ def generate_world(out_dir, n_pretrain: int = 4000, seed: int = 0, cfg: WorldCon
     lines = []
     it = iter_synthetic(n_pretrain, seed, cfg)
     if progress:
-        from rich.progress import track
-        it = track(it, total=n_pretrain, description="world: pretraining images", transient=True)
+        from tqdm.auto import tqdm
+        it = tqdm(it, total=n_pretrain, desc="world: pretraining images", unit="img", leave=False)
     for i, (png, alt, meta) in enumerate(it):
         name = f"pt-{i:06d}.png"
         (pdir / name).write_bytes(png)
