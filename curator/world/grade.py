@@ -163,95 +163,106 @@ def _parse_relation(toks, i):
 
 
 def parse_caption(text: str) -> Parsed:
-    """Facts a caption states, in the world's closed vocabulary (see the module docstring)."""
+    """Facts a caption states, in the world's closed vocabulary (see the module docstring): read each sentence
+    into raw mentions, word mentions and relations, then merge what refers to the same thing."""
     text = _HEADER_RE.sub("\n", text or "")
     raw: list[Mention] = []
     word_mentions: list[WordMention] = []
-    rel_raw = []  # (raw_idx_a, rel, raw_idx_b)
+    rel_raw: list[tuple] = []  # (raw_idx_a, rel, raw_idx_b)
     for toks in _sentences(text):
-        last = None            # last entity (Mention or WordMention) in this sentence
-        last_obj = None        # raw index of the last object mention
-        subject = None         # raw index of the relation subject
-        pending_rels: list[str] = []  # "left of and above the square" → two relations
-        pending_pos = None     # "at the top left, there is a red circle"
-        adjs: list[str] = []
-        i = 0
-        while i < len(toks):
-            kind, val = toks[i]
-            if kind == "w" and (val in _COLORS or val in _SIZES):
-                adjs.append(val)
-                i += 1
-                continue
-            if kind == "comma" or (kind == "w" and val == "and" and adjs):
-                i += 1
-                continue
-            if kind == "w" and (val in _SHAPES or val in _PLURALS):
-                m = Mention(shape=_PLURALS.get(val, val))
-                for a in adjs:  # the adjective nearest the noun wins on conflicts
-                    if a in _COLORS:
-                        m.color = a
-                    else:
-                        m.size = a
-                adjs = []
-                if pending_pos:
-                    m.position, pending_pos = pending_pos, None
-                raw.append(m)
-                idx = len(raw) - 1
-                if pending_rels and subject is not None:
-                    rel_raw.extend((subject, rel, idx) for rel in pending_rels)
-                    pending_rels = []
-                else:
-                    subject = idx
-                last, last_obj = m, idx
-                i += 1
-                continue
-            if adjs and isinstance(last, Mention) and last is raw[-1]:
-                # predicative: "the circle is red"
-                for a in adjs:
-                    if a in _COLORS and last.color is None:
-                        last.color = a
-                    elif a in _SIZES and last.size is None:
-                        last.size = a
-            adjs = []
-            if kind == "box":
-                if last is not None and last.box is None:
-                    last.box = val
-                i += 1
-                continue
-            if kind == "quoted" or (kind == "w" and val in _WORDS):
-                wm = WordMention(text=val)
-                if pending_pos:
-                    wm.position, pending_pos = pending_pos, None
-                word_mentions.append(wm)
-                last = wm
-                i += 1
-                continue
-            if kind == "w" and val in _PREPS:
-                got = _parse_position(toks, i + 1)
-                if got:
-                    pos, i = got
-                    if last is not None and last.position is None:
-                        last.position = pos
-                    elif last is None:
-                        pending_pos = pos
-                    continue
-            if kind == "w":
-                got = _parse_relation(toks, i)
-                if got:
-                    rel, i = got
-                    if last_obj is not None:
-                        subject = subject if subject is not None else last_obj
-                        pending_rels.append(rel)
-                    continue
-            i += 1
-        if adjs and isinstance(last, Mention) and raw and last is raw[-1]:
-            for a in adjs:
-                if a in _COLORS and last.color is None:
-                    last.color = a
-                elif a in _SIZES and last.size is None:
-                    last.size = a
+        _read_sentence(toks, raw, word_mentions, rel_raw)
+    merged, where = _merge_mentions(raw)
+    return Parsed(mentions=merged, words=_merge_words(word_mentions), relations=_canonical_relations(rel_raw, where),
+                  raw_mentions=len(raw))
 
-    # merge compatible mentions (repetition and back-references add no facts)
+
+def _read_sentence(toks: list, raw: list, word_mentions: list, rel_raw: list) -> None:
+    """One sentence's tokens → appends object mentions to `raw`, words to `word_mentions`, relations (raw
+    indices) to `rel_raw`. Adjectives gather until a shape noun takes them ("a large red circle") or, after
+    a noun, they are predicative ("the circle is red"); a position after at/in/on goes to the latest entity
+    (or to the next one when none came yet); relation words link the sentence's subject to the next noun."""
+    last = None            # last entity (Mention or WordMention) in this sentence
+    last_obj = None        # raw index of the last object mention
+    subject = None         # raw index of the relation subject
+    pending_rels: list[str] = []  # "left of and above the square" → two relations
+    pending_pos = None     # "at the top left, there is a red circle"
+    adjs: list[str] = []
+    i = 0
+    while i < len(toks):
+        kind, val = toks[i]
+        if kind == "w" and (val in _COLORS or val in _SIZES):
+            adjs.append(val)
+            i += 1
+            continue
+        if kind == "comma" or (kind == "w" and val == "and" and adjs):
+            i += 1
+            continue
+        if kind == "w" and (val in _SHAPES or val in _PLURALS):
+            m = Mention(shape=_PLURALS.get(val, val))
+            _give_adjectives(m, adjs, overwrite=True)  # the adjective nearest the noun wins on conflicts
+            adjs = []
+            if pending_pos:
+                m.position, pending_pos = pending_pos, None
+            raw.append(m)
+            idx = len(raw) - 1
+            if pending_rels and subject is not None:
+                rel_raw.extend((subject, rel, idx) for rel in pending_rels)
+                pending_rels = []
+            else:
+                subject = idx
+            last, last_obj = m, idx
+            i += 1
+            continue
+        if adjs and isinstance(last, Mention) and last is raw[-1]:
+            _give_adjectives(last, adjs, overwrite=False)
+        adjs = []
+        if kind == "box":
+            if last is not None and last.box is None:
+                last.box = val
+            i += 1
+            continue
+        if kind == "quoted" or (kind == "w" and val in _WORDS):
+            wm = WordMention(text=val)
+            if pending_pos:
+                wm.position, pending_pos = pending_pos, None
+            word_mentions.append(wm)
+            last = wm
+            i += 1
+            continue
+        if kind == "w" and val in _PREPS:
+            got = _parse_position(toks, i + 1)
+            if got:
+                pos, i = got
+                if last is not None and last.position is None:
+                    last.position = pos
+                elif last is None:
+                    pending_pos = pos
+                continue
+        if kind == "w":
+            got = _parse_relation(toks, i)
+            if got:
+                rel, i = got
+                if last_obj is not None:
+                    subject = subject if subject is not None else last_obj
+                    pending_rels.append(rel)
+                continue
+        i += 1
+    if adjs and isinstance(last, Mention) and raw and last is raw[-1]:
+        _give_adjectives(last, adjs, overwrite=False)
+
+
+def _give_adjectives(m: Mention, adjs: list[str], overwrite: bool) -> None:
+    """Color and size words to a mention: before its noun the later word wins (`overwrite`); predicative
+    words ("is red") only fill what the mention has not stated."""
+    for a in adjs:
+        attr = "color" if a in _COLORS else "size"
+        if overwrite or getattr(m, attr) is None:
+            setattr(m, attr, a)
+
+
+def _merge_mentions(raw: list[Mention]) -> tuple[list[Mention], list[int]]:
+    """Mentions of one shape that do not contradict each other are one object (repetition and back-references
+    add no facts). Returns the merged mentions and, per raw mention, the index of its merged one."""
     merged: list[Mention] = []
     where = []
     for m in raw:
@@ -263,6 +274,11 @@ def parse_caption(text: str) -> Parsed:
         else:
             merged.append(Mention(m.shape, m.color, m.size, m.position, m.box))
             where.append(len(merged) - 1)
+    return merged, where
+
+
+def _canonical_relations(rel_raw: list[tuple], where: list[int]) -> list[tuple]:
+    """Relations between merged mentions, distinct, written as "left of" / "above" ("B right of A" = "A left of B")."""
     rels = []
     for a, rel, b in rel_raw:
         a, b = where[a], where[b]
@@ -272,6 +288,11 @@ def parse_caption(text: str) -> Parsed:
             a, b, rel = b, a, "above"
         if (a, rel, b) not in rels:
             rels.append((a, rel, b))
+    return rels
+
+
+def _merge_words(word_mentions: list[WordMention]) -> list[WordMention]:
+    """One WordMention per distinct text; a later mention fills a missing position or box."""
     words: list[WordMention] = []
     for wm in word_mentions:
         same = [w for w in words if w.text == wm.text]
@@ -280,7 +301,7 @@ def parse_caption(text: str) -> Parsed:
             same[0].box = same[0].box or wm.box
         else:
             words.append(WordMention(wm.text, wm.position, wm.box))
-    return Parsed(mentions=merged, words=words, relations=rels, raw_mentions=len(raw))
+    return words
 
 
 # ---------------------------------------------------------------------------------------------

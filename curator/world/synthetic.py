@@ -162,6 +162,9 @@ class WorldPaths:
     counts: dict = field(default_factory=dict)
 
 
+TASKS = ("spatial", "grounding", "ocr")   # the specialist task sets a world writes, in order
+
+
 def world_vocabulary(cfg: WorldConfig | None = None) -> dict:
     """The closed vocabulary the world speaks and the grader parses."""
     cfg = cfg or WorldConfig()
@@ -537,31 +540,44 @@ def generate_world(out_dir, n_pretrain: int = 4000, seed: int = 0, cfg: WorldCon
                          "pass n_pretrain >= 1")
     out = Path(out_dir).resolve()
     _prepare_out(out)
-    counts = {}
+    counts = {"pretrain": _write_pretrain(out / "pretrain", n_pretrain, seed, cfg, progress)}
+    counts["sft_images"], counts["sft_samples"] = _write_sft(out / "sft", max(1, round(cfg.sft_fraction * n_pretrain)),
+                                                             seed, cfg)
+    n_task = max(1, round(cfg.task_fraction * n_pretrain))
+    tasks = {}
+    for task in TASKS:
+        tasks[task] = _write_task(out / "tasks" / task, task, n_task, seed, cfg)
+        counts[f"task_{task}"] = n_task
+    counts["eval"] = _write_eval(out / "eval", seed, cfg)
+    _write_world_json(out / "world.json", n_pretrain, seed, cfg, counts)
+    return WorldPaths(root=out, pretrain_manifest=out / "pretrain" / "manifest.jsonl", sft=out / "sft" / "data.json",
+                      tasks=tasks, eval=out / "eval" / "eval.json", world_json=out / "world.json", counts=counts)
 
-    # pretraining images + alt-text (stream "pretrain" — what iter_synthetic yields)
-    pdir = out / "pretrain" / "images"
-    pdir.mkdir(parents=True)
+
+def _write_pretrain(pdir: Path, n: int, seed: int, cfg: WorldConfig, progress: bool) -> int:
+    """Pretraining images + alt-text manifest (stream "pretrain": exactly what iter_synthetic yields)."""
+    (pdir / "images").mkdir(parents=True)
     lines = []
-    it = iter_synthetic(n_pretrain, seed, cfg)
+    it = iter_synthetic(n, seed, cfg)
     if progress:
         from tqdm.auto import tqdm
-        it = tqdm(it, total=n_pretrain, desc="world: pretraining images", unit="img", leave=False)
+        it = tqdm(it, total=n, desc="world: pretraining images", unit="img", leave=False)
     for i, (png, alt, meta) in enumerate(it):
         name = f"pt-{i:06d}.png"
-        (pdir / name).write_bytes(png)
+        (pdir / "images" / name).write_bytes(png)
         lines.append(json.dumps({"file": f"images/{name}", "caption": alt, "meta": meta}, ensure_ascii=False))
-    (out / "pretrain" / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    counts["pretrain"] = n_pretrain
+    (pdir / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return n
 
-    # SFT: detailed true description for one of the three long prompts, plus a VQA sample
-    n_sft = max(1, round(cfg.sft_fraction * n_pretrain))
+
+def _write_sft(sdir: Path, n_sft: int, seed: int, cfg: WorldConfig) -> tuple[int, int]:
+    """SFT set: per image a true detailed description for one of the long prompts, plus a VQA sample."""
     sft = []
     for i in range(n_sft):
         png, alt, meta, rng = synthetic_item(i, seed, cfg, stream="sft")
         name = f"sft-{i:06d}.png"
-        (out / "sft" / "images").mkdir(parents=True, exist_ok=True)
-        (out / "sft" / "images" / name).write_bytes(png)
+        (sdir / "images").mkdir(parents=True, exist_ok=True)
+        (sdir / "images" / name).write_bytes(png)
         sft.append({"id": f"sft-{i:06d}-desc", "image": f"images/{name}",
                     "conversations": _conv(rng.choice(LONG_PROMPTS), describe(meta, "detailed"), True)})
         qa = make_vqa(rng, meta, cfg)
@@ -570,44 +586,46 @@ def generate_world(out_dir, n_pretrain: int = 4000, seed: int = 0, cfg: WorldCon
             turns += _conv(q["question"], q["answer"], k == 0)
         if turns:
             sft.append({"id": f"sft-{i:06d}-vqa", "image": f"images/{name}", "conversations": turns})
-    _write_json(out / "sft" / "data.json", sft)
-    counts["sft_images"], counts["sft_samples"] = n_sft, len(sft)
+    _write_json(sdir / "data.json", sft)
+    return n_sft, len(sft)
 
-    # specialist task sets, each from its own stream
-    n_task = max(1, round(cfg.task_fraction * n_pretrain))
-    tasks = {}
-    for task in ("spatial", "grounding", "ocr"):
-        tdir = out / "tasks" / task
-        (tdir / "images").mkdir(parents=True)
-        rows = []
-        for i in range(n_task):
-            png, alt, meta, rng = synthetic_item(
-                i, seed, cfg, stream=f"task-{task}",
-                word_prob=cfg.task_ocr_word_prob if task == "ocr" else None,
-                min_objects=2 if task == "spatial" else None)
-            name = f"{task}-{i:06d}.png"
-            (tdir / "images" / name).write_bytes(png)
-            if task == "spatial":
-                conv = _conv(rng.choice(SPATIAL_PROMPTS), describe(meta, "spatial"), True)
-                for q in _spatial_qa(rng, meta):
-                    conv += _conv(q["question"], q["answer"], False)
-            elif task == "grounding":
-                conv = _conv(GROUNDING_PROMPT, describe(meta, "grounded"), True)
-                o = rng.choice(meta["objects"])
-                conv += _conv(f"Where is the {_desc(o)}? Answer with [xmin,ymin,xmax,ymax].",
-                              format_box(o["box_1000"]), False)
-            else:
-                conv = _conv(OCR_PROMPT, describe(meta, "ocr"), True)
-                conv += _conv("What word is written in the image?", meta["word"] or NO_WORD_ANSWER, False)
-                if meta["word"]:
-                    conv += _conv("Where is the text in the image?", meta["word_position"], False)
-            rows.append({"id": f"{task}-{i:06d}", "image": f"images/{name}", "conversations": conv})
-        _write_json(tdir / "data.json", rows)
-        tasks[task] = tdir / "data.json"
-        counts[f"task_{task}"] = n_task
 
-    # held-out eval set: its own stream, full ground truth, VQA with skill labels, alt-text baseline
-    edir = out / "eval"
+def _task_conversation(task: str, rng: random.Random, meta: dict) -> list[dict]:
+    """One task-set sample: the task's describe prompt → its description, then the task's questions."""
+    if task == "spatial":
+        conv = _conv(rng.choice(SPATIAL_PROMPTS), describe(meta, "spatial"), True)
+        for q in _spatial_qa(rng, meta):
+            conv += _conv(q["question"], q["answer"], False)
+    elif task == "grounding":
+        conv = _conv(GROUNDING_PROMPT, describe(meta, "grounded"), True)
+        o = rng.choice(meta["objects"])
+        conv += _conv(f"Where is the {_desc(o)}? Answer with [xmin,ymin,xmax,ymax].", format_box(o["box_1000"]), False)
+    else:
+        conv = _conv(OCR_PROMPT, describe(meta, "ocr"), True)
+        conv += _conv("What word is written in the image?", meta["word"] or NO_WORD_ANSWER, False)
+        if meta["word"]:
+            conv += _conv("Where is the text in the image?", meta["word_position"], False)
+    return conv
+
+
+def _write_task(tdir: Path, task: str, n_task: int, seed: int, cfg: WorldConfig) -> Path:
+    """One specialist's task set, from its own image stream (spatial: ≥ 2 objects; OCR: mostly with a word)."""
+    (tdir / "images").mkdir(parents=True)
+    rows = []
+    for i in range(n_task):
+        png, alt, meta, rng = synthetic_item(
+            i, seed, cfg, stream=f"task-{task}",
+            word_prob=cfg.task_ocr_word_prob if task == "ocr" else None,
+            min_objects=2 if task == "spatial" else None)
+        name = f"{task}-{i:06d}.png"
+        (tdir / "images" / name).write_bytes(png)
+        rows.append({"id": f"{task}-{i:06d}", "image": f"images/{name}", "conversations": _task_conversation(task, rng, meta)})
+    _write_json(tdir / "data.json", rows)
+    return tdir / "data.json"
+
+
+def _write_eval(edir: Path, seed: int, cfg: WorldConfig) -> int:
+    """Held-out eval set: its own stream, full ground truth, VQA with skill labels, the alt-text baseline."""
     (edir / "images").mkdir(parents=True)
     items = []
     for i in range(cfg.n_eval):
@@ -621,16 +639,16 @@ def generate_world(out_dir, n_pretrain: int = 4000, seed: int = 0, cfg: WorldCon
         item["vqa"] = make_vqa(rng, meta, cfg, ocr_none_prob=cfg.eval_ocr_none_prob)
         items.append(item)
     _write_json(edir / "eval.json", items)
-    counts["eval"] = cfg.n_eval
+    return cfg.n_eval
 
+
+def _write_world_json(path: Path, n_pretrain: int, seed: int, cfg: WorldConfig, counts: dict) -> None:
     world = {"world_version": WORLD_VERSION, "seed": seed, "n_pretrain": n_pretrain, "config": asdict(cfg),
              "vocabulary": world_vocabulary(cfg), "counts": counts,
              "prompts": {"long": list(LONG_PROMPTS), "spatial": list(SPATIAL_PROMPTS), "grounding": GROUNDING_PROMPT,
                          "ocr": OCR_PROMPT, "eval_caption": EVAL_CAPTION_PROMPT},
              "skills": list(SKILLS)}
-    _write_json(out / "world.json", world)
-    return WorldPaths(root=out, pretrain_manifest=out / "pretrain" / "manifest.jsonl", sft=out / "sft" / "data.json",
-                      tasks=tasks, eval=edir / "eval.json", world_json=out / "world.json", counts=counts)
+    _write_json(path, world)
 
 
 def load_world_config(path) -> WorldConfig:
