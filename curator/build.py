@@ -1,9 +1,11 @@
 """`curator build`: materialise round N's training set from the store with a named policy.
 
 A policy is ONE DuckDB SELECT over the store's views (printable with --show-sql, replaceable with
---sql FILE) that returns, per sample: id, image_id, conversations (list of {from, value}) and an
-optional boolean `fallback` (true when the sample fell back to the original caption). Parameters:
-$round and $seed. The build adds the image bytes, orders by id, and writes one of three formats
+--sql FILE) that returns, per sample: id, image_id, conversations (list of {from, value}), an optional
+`source` (what the target was made of: original | recaption | original+recaption | specialist; the build
+counts rows per source) and an optional boolean `fallback` (true when the sample fell back to the
+original caption). Every named policy says in its SQL what it does with an image that has no original
+caption (an uncaptioned collection is the common case). Parameters: $round and $seed. The build adds the image bytes, orders by id, and writes one of three formats
 (docs/interfaces.md): llava (data.json + images/), parquet (data-0000i-of-0000N.parquet), webdataset
 (shard-00000i.tar). Outputs are deterministic — fixed order, fixed row groups, no timestamps, the
 stored image bytes — so `build_from_manifest` reproduces the same bytes from the recorded versions.
@@ -63,39 +65,54 @@ recap_pick AS (              -- latest accepted self-augment caption with round 
 ),
 recap AS (SELECT image_id, text FROM captions SEMI JOIN recap_pick USING (caption_id))"""
 
+# The concat target from o.text (original) and r.text (recaption), either of which may be NULL, and its source.
+_CONCAT_VALUE = """CASE WHEN o.text IS NULL THEN r.text
+              WHEN r.text IS NULL THEN o.text
+              ELSE '### Short description:' || chr(10) || o.text || chr(10) || chr(10)
+                   || '### Long description:' || chr(10) || r.text END"""
+_CONCAT_SOURCE = """CASE WHEN o.text IS NULL THEN 'recaption' WHEN r.text IS NULL THEN 'original'
+            ELSE 'original+recaption' END"""
+
 _POLICY_SQL = {
     "original": f"""\
--- policy: original — the image's original (alt-text) caption as the pretraining target.
+-- policy: original — the image's original (alt-text) caption as the pretraining target (the baseline).
+-- No original caption: nothing to give this policy, so the image is not in the build.
 WITH
 {_ACCEPTED}
 SELECT t.image_id AS id, t.image_id,
        [{{'from': 'human', 'value': '<image>'}}, {{'from': 'gpt', 'value': o.text}}] AS conversations,
+       'original' AS source,
        false AS fallback
 FROM train t JOIN originals o USING (image_id)
 """,
     "recaption": f"""\
--- policy: recaption — the latest accepted self-augment caption; the original when there is none.
+-- policy: recaption — the latest accepted self-augment caption; the original when there is none
+-- (source 'original', counted as a fallback). No original caption: the recaption, as for any image;
+-- neither: not in the build.
 WITH
 {_ACCEPTED},
 {_LATEST_SELF}
 SELECT t.image_id AS id, t.image_id,
        [{{'from': 'human', 'value': '<image>'}}, {{'from': 'gpt', 'value': coalesce(r.text, o.text)}}] AS conversations,
+       CASE WHEN r.text IS NOT NULL THEN 'recaption' ELSE 'original' END AS source,
        r.text IS NULL AS fallback
-FROM train t JOIN originals o USING (image_id) LEFT JOIN recap r USING (image_id)
+FROM train t LEFT JOIN originals o USING (image_id) LEFT JOIN recap r USING (image_id)
+WHERE r.text IS NOT NULL OR o.text IS NOT NULL
 """,
     "concat": f"""\
--- policy: concat — original + latest accepted recaption in one target (the method's best);
--- the original alone when there is no accepted recaption.
+-- policy: concat — original + latest accepted recaption in one target (the method's best).
+-- No original caption (an uncaptioned collection): the recaption alone (source 'recaption').
+-- No accepted recaption: the original alone (source 'original', counted as a fallback).
+-- Neither: not in the build.
 WITH
 {_ACCEPTED},
 {_LATEST_SELF}
 SELECT t.image_id AS id, t.image_id,
-       [{{'from': 'human', 'value': '<image>'}},
-        {{'from': 'gpt', 'value': CASE WHEN r.text IS NULL THEN o.text
-              ELSE '### Short description:' || chr(10) || o.text || chr(10) || chr(10)
-                   || '### Long description:' || chr(10) || r.text END}}] AS conversations,
+       [{{'from': 'human', 'value': '<image>'}}, {{'from': 'gpt', 'value': {_CONCAT_VALUE}}}] AS conversations,
+       {_CONCAT_SOURCE} AS source,
        r.text IS NULL AS fallback
-FROM train t JOIN originals o USING (image_id) LEFT JOIN recap r USING (image_id)
+FROM train t LEFT JOIN originals o USING (image_id) LEFT JOIN recap r USING (image_id)
+WHERE r.text IS NOT NULL OR o.text IS NOT NULL
 """,
 }
 
@@ -113,22 +130,25 @@ def _specialist_sql(first: str = "original") -> str:
     values = ",\n    ".join(f"({_sql_str(k)}, {i}, {_sql_str(q)})"
                             for k in sorted(pools) for i, q in enumerate(pools[k]))
     if first == "concat":
-        head = ("-- policy: concat-specialist-qa — <image> + the concat target (original + latest accepted recaption),\n"
-                "-- then one QA turn per accepted specialist output")
-        recap_cte = f",\n{_LATEST_SELF}"
-        first_value = ("CASE WHEN r.text IS NULL THEN o.text ELSE '### Short description:' || chr(10) || o.text "
-                       "|| chr(10) || chr(10) || '### Long description:' || chr(10) || r.text END")
-        recap_join = " LEFT JOIN recap r USING (image_id)"
+        head = ("-- policy: concat-specialist-qa — <image> + the concat target (original + latest accepted recaption;\n"
+                "-- no original caption: the recaption alone; no recaption: the original alone), then one QA\n"
+                "-- turn per accepted specialist output")
+        first_value, first_source = _CONCAT_VALUE, _CONCAT_SOURCE
     else:
-        head = "-- policy: specialist-qa — <image> + original caption, then one QA turn per accepted specialist output"
-        recap_cte, first_value, recap_join = "", "o.text", ""
+        head = ("-- policy: specialist-qa — <image> + the original caption (no original caption: the latest\n"
+                "-- accepted recaption), then one QA turn per accepted specialist output")
+        first_value = "coalesce(o.text, r.text)"
+        first_source = "CASE WHEN o.text IS NOT NULL THEN 'original' ELSE 'recaption' END"
     return f"""\
 {head}
 -- (latest per specialist kind with round <= $round): the question is drawn from the specialist's pool
 -- and the specialists are shuffled per sample, both by md5 of ($seed, image_id, kind). To add a
--- specialist, add its question rows to `pools`.
+-- specialist, add its question rows to `pools`. An image with no caption for the first turn but with
+-- specialist outputs is its QA turns alone (source 'specialist', <image> before the first question);
+-- with neither it is not in the build. fallback = no specialist turns.
 WITH
-{_ACCEPTED}{recap_cte},
+{_ACCEPTED},
+{_LATEST_SELF},
 pools(kind, idx, question) AS (VALUES
     {values}),
 pool_size AS (SELECT kind, count(*) AS n FROM pools GROUP BY kind),
@@ -148,12 +168,23 @@ qa AS (
   JOIN pools p ON p.kind = s.kind
    AND p.idx = CAST(md5_number(concat_ws('|', $seed, s.image_id, s.kind, 'question')) % z.n AS INTEGER)
   GROUP BY s.image_id
+),
+firsts AS (
+  SELECT t.image_id, {first_value} AS text,
+         {first_source} AS source
+  FROM train t LEFT JOIN originals o USING (image_id) LEFT JOIN recap r USING (image_id)
 )
-SELECT t.image_id AS id, t.image_id,
-       list_concat([{{'from': 'human', 'value': '<image>'}}, {{'from': 'gpt', 'value': {first_value}}}],
-                   coalesce(q.turns, [])) AS conversations,
+SELECT f.image_id AS id, f.image_id,
+       CASE WHEN f.text IS NOT NULL
+            THEN list_concat([{{'from': 'human', 'value': '<image>'}}, {{'from': 'gpt', 'value': f.text}}],
+                             coalesce(q.turns, []))
+            ELSE list_concat([{{'from': 'human',
+                                'value': '<image>' || chr(10) || struct_extract(q.turns[1], 'value')}}],
+                             q.turns[2:]) END AS conversations,
+       CASE WHEN f.text IS NOT NULL THEN f.source ELSE 'specialist' END AS source,
        q.turns IS NULL AS fallback
-FROM train t JOIN originals o USING (image_id) LEFT JOIN qa q USING (image_id){recap_join}
+FROM firsts f LEFT JOIN qa q USING (image_id)
+WHERE f.text IS NOT NULL OR q.turns IS NOT NULL
 """
 
 
@@ -234,12 +265,12 @@ def build(store: Store, round: int, policy: str | None = None, format: str = "pa
         except duckdb.Error as e:
             raise InputError("build SQL failed", str(e).strip().splitlines()[0],
                              "print the policy with --show-sql and check the columns id, image_id, "
-                             "conversations[, fallback]") from e
+                             "conversations[, source, fallback]") from e
         finally:
             con.close()
         rows, fallback = tap.check(ids)
         n_train = store.sql("SELECT count(*) AS n FROM images WHERE split = 'train'", at=versions).column("n")[0].as_py()
-        counts = {"rows": rows, "fallback_to_original": fallback,
+        counts = {"rows": rows, "fallback_to_original": fallback, "sources": dict(sorted(tap.sources.items())),
                   "train_images_not_in_build": max(n_train - rows, 0)}
         file_hashes = {f: _file_sha256(os.path.join(out, f)) for f in files}
         content = content_hash(file_hashes)
@@ -263,6 +294,29 @@ def build(store: Store, round: int, policy: str | None = None, format: str = "pa
         raise
     store.finish_run(run_id, status="ok", counts=counts, versions_read=versions)
     return BuildResult(build_id, out, manifest)
+
+
+SOURCE_LABELS = {   # the named policies' `source` values, in the order the summary lists them
+    "original+recaption": "original + recaption",
+    "recaption": "recaption alone (no original caption)",
+    "original": "original alone",
+    "specialist": "specialist QA turns alone (no caption)",
+}
+
+
+def summary_lines(res: BuildResult) -> list[str]:
+    """What `curator build` prints: rows, rows per source, fallbacks, train images left out."""
+    m, c = res.manifest, res.manifest["counts"]
+    sources = c.get("sources", {})
+    lines = [f"build {res.build_id}  round {m['round']}  policy {m['policy']}  format {m['format']}",
+             f"  rows                        {c['rows']}"]
+    for key in [k for k in SOURCE_LABELS if k in sources] + sorted(set(sources) - set(SOURCE_LABELS)):
+        lines.append(f"    {SOURCE_LABELS.get(key, key):<40}{sources[key]:>7}")
+    lines += [f"  fell back                   {c['fallback_to_original']} (the policy's preferred caption was missing)",
+              f"  train images not in build   {c['train_images_not_in_build']} (no caption this policy uses)",
+              f"  content hash                {m['content_hash'][:16]}",
+              f"  output                      {res.out_dir}  (manifest.json)"]
+    return lines
 
 
 def build_from_manifest(store: Store, manifest_path: str, out: str | None = None,
@@ -306,15 +360,16 @@ def _policy_columns(con, body: str, params: dict) -> list[str]:
     missing = [c for c in ("id", "image_id", "conversations") if c not in cols]
     if missing:
         raise InputError(f"build SQL lacks column(s) {missing}", f"it returns {cols}",
-                         "return id, image_id, conversations and optionally fallback")
+                         "return id, image_id, conversations and optionally source, fallback")
     return cols
 
 
 class _Tap:
     """Counts what flows through the build query in the same pass that writes it (no second run of the
-    policy — that pass cost ~25% of a build): rows, fallbacks, null ids, samples whose image is missing.
+    policy — that pass cost ~25% of a build): rows, fallbacks, rows per source, null ids, samples whose
+    image is missing.
 
-    It is a DuckDB Python UDF used as the filter `WHERE curator_tap(id, fallback, has_image)`: it keeps
+    It is a DuckDB Python UDF used as the filter `WHERE curator_tap(id, fallback, source, has_image)`: it keeps
     exactly the rows that have an image, and records the rest so the build fails loudly instead of
     silently dropping them. side_effects=True stops DuckDB from folding or caching the call."""
 
@@ -324,26 +379,32 @@ class _Tap:
         from duckdb.sqltypes import BOOLEAN, VARCHAR
 
         self.rows = self.fallback = self.null_ids = self.no_image = 0
+        self.sources: dict[str, int] = {}   # the policy's `source` column (what the target was made of)
         self._lock = threading.Lock()   # DuckDB may call from several threads
         self.fallback_expr = "p.fallback" if "fallback" in cols else "false"
-        con.create_function("curator_tap", self._call, [VARCHAR, BOOLEAN, BOOLEAN], BOOLEAN, type="arrow",
-                            side_effects=True)
+        self.source_expr = "p.source::VARCHAR" if "source" in cols else "NULL::VARCHAR"
+        # null_handling="special": the UDF sees NULLs (a NULL source or fallback must not skip the call).
+        con.create_function("curator_tap", self._call, [VARCHAR, BOOLEAN, VARCHAR, BOOLEAN], BOOLEAN, type="arrow",
+                            side_effects=True, null_handling="special")
 
-    def _call(self, ids, fallback, has_image):
+    def _call(self, ids, fallback, source, has_image):
         import pyarrow.compute as pc
 
         keep = pc.fill_null(has_image, False)
         n_keep = int(pc.sum(pc.cast(keep, pa.int64())).as_py() or 0)
         fb = int(pc.sum(pc.cast(pc.and_(pc.fill_null(fallback, False), keep), pa.int64())).as_py() or 0)
+        kept_sources = pc.value_counts(pc.drop_null(pc.filter(source, keep))).to_pylist()
         with self._lock:
             self.rows += n_keep
             self.no_image += len(keep) - n_keep
             self.fallback += fb
             self.null_ids += ids.null_count
+            for vc in kept_sources:
+                self.sources[vc["values"]] = self.sources.get(vc["values"], 0) + vc["counts"]
         return keep
 
     def where(self) -> str:
-        return f"curator_tap(p.id::VARCHAR, {self.fallback_expr}, i.image_id IS NOT NULL)"
+        return f"curator_tap(p.id::VARCHAR, {self.fallback_expr}, {self.source_expr}, i.image_id IS NOT NULL)"
 
     def check(self, ids) -> tuple[int, int]:
         """Raise on null / duplicate ids or missing images; return (rows, fallback rows)."""

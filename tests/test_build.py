@@ -108,11 +108,65 @@ def test_original_recaption_concat_row_by_row(world, tmp_path):
             assert len(row["conversations"]) == 2
             assert row["image"] == _png(int(n[3:]))
             assert row["image_id"] == iid
+        sources = {"original": {"original": 6}, "recaption": {"original": 3, "recaption": 3},
+                   "concat": {"original": 3, "original+recaption": 3}}[policy]
         assert res.manifest["counts"] == {"rows": 6, "fallback_to_original": 0 if policy == "original" else 3,
-                                          "train_images_not_in_build": 1}
+                                          "sources": sources, "train_images_not_in_build": 1}
     # At round 3 img4's round-3 recaption counts.
     r3 = _targets(build(store, 3, "recaption", "parquet", out=str(tmp_path / "r3")).out_dir)
     assert _gpt(r3[ids["img4"]]) == "self4 r3"
+
+
+def test_images_without_an_original_caption(tmp_store, tmp_path):
+    """An uncaptioned collection: each policy says what it does with a missing original (in its SQL), and
+    an image with an accepted recaption and no original reaches the training set."""
+    items = [Item(uri=f"u{i}", data=_png(i), caption="alt 0" if i == 0 else None) for i in range(5)]
+    ingest_items(tmp_store, items, "test")
+    ids = [schema.image_key(_png(i)) for i in range(5)]
+    caps = [_cap(ids[0], 1, "self", "long 0", 1), _cap(ids[1], 1, "self", "long 1", 1),
+            _cap(ids[2], 1, "self", "long 2 rejected", 1), _cap(ids[3], 1, "spatial", "sp3", 1),
+            _cap(ids[1], 1, "ocr", "ocr1", 1)]
+    tmp_store.add_captions(caps)
+    tmp_store.add_verdicts([_verdict(caps[2]["caption_id"], "length", False, 2)])
+    # u0: original + recaption; u1: recaption (+ ocr), no original; u2: its recaption rejected, no original;
+    # u3: a specialist output only; u4: nothing.
+    got = {}
+    for policy in ("original", "recaption", "concat", "specialist-qa", "concat-specialist-qa"):
+        res = build(tmp_store, 1, policy, "parquet", out=str(tmp_path / policy))
+        got[policy] = ({ids.index(k): v["conversations"] for k, v in _targets(res.out_dir).items()},
+                       res.manifest["counts"])
+    h, g = (lambda v: {"from": "human", "value": v}), (lambda v: {"from": "gpt", "value": v})
+    concat0 = "### Short description:\nalt 0\n\n### Long description:\nlong 0"
+    assert got["original"] == ({0: [h("<image>"), g("alt 0")]},
+                               {"rows": 1, "fallback_to_original": 0, "sources": {"original": 1},
+                                "train_images_not_in_build": 4})
+    assert got["recaption"] == ({0: [h("<image>"), g("long 0")], 1: [h("<image>"), g("long 1")]},
+                                {"rows": 2, "fallback_to_original": 0, "sources": {"recaption": 2},
+                                 "train_images_not_in_build": 3})
+    assert got["concat"] == ({0: [h("<image>"), g(concat0)], 1: [h("<image>"), g("long 1")]},
+                             {"rows": 2, "fallback_to_original": 0,
+                              "sources": {"original+recaption": 1, "recaption": 1}, "train_images_not_in_build": 3})
+    sq, counts = got["specialist-qa"]
+    assert sorted(sq) == [0, 1, 3]
+    assert sq[0] == [h("<image>"), g("alt 0")]
+    assert sq[1][:2] == [h("<image>"), g("long 1")] and sq[1][3] == g("ocr1")
+    assert sq[1][2]["value"] in question_pool("ocr")
+    q3 = sq[3][0]["value"]   # no caption for the first turn: the QA turn alone, <image> before the question
+    assert q3.startswith("<image>\n") and q3[len("<image>\n"):] in question_pool("spatial") and sq[3][1:] == [g("sp3")]
+    assert counts == {"rows": 3, "fallback_to_original": 1, "train_images_not_in_build": 2,
+                      "sources": {"original": 1, "recaption": 1, "specialist": 1}}
+    csq, counts = got["concat-specialist-qa"]
+    assert csq[0] == [h("<image>"), g(concat0)] and csq[1][1:] == sq[1][1:] and csq[3] == sq[3]
+    assert counts["sources"] == {"original+recaption": 1, "recaption": 1, "specialist": 1}
+    out = run_cli("build", "--round", "1", "--format", "webdataset", "--out", tmp_path / "cli", store=tmp_store.uri).stdout
+    lines = out.splitlines()
+    assert lines[1:6] == ["  rows                        2",
+                          "    original + recaption                          1",
+                          "    recaption alone (no original caption)         1",
+                          "  fell back                   0 (the policy's preferred caption was missing)",
+                          "  train images not in build   3 (no caption this policy uses)"]
+    for policy in got:   # the SQL itself says what happens to an image without an original caption
+        assert "no original caption" in policy_sql(policy).split("\nWITH\n")[0].lower(), policy
 
 
 def test_no_verdicts_means_everything_accepted(tmp_store, tmp_path):

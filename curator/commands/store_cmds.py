@@ -131,13 +131,7 @@ def build_cmd(ctx, round_, policy, sql_file, show_sql, fmt, out, seed, at, rows_
             policy = None   # recorded as "custom"
     res = b.build(store, round_, policy, fmt, out=out, sql=sql, seed=seed, at=at, rows_per_shard=rows_per_shard,
                   overwrite=overwrite)
-    c = res.manifest["counts"]
-    click.echo(f"build {res.build_id}  round {round_}  policy {res.manifest['policy']}  format {fmt}\n"
-               f"  rows                      {c['rows']}\n"
-               f"  fell back to original     {c['fallback_to_original']}\n"
-               f"  train images not in build {c['train_images_not_in_build']} (no original caption)\n"
-               f"  content hash              {res.manifest['content_hash'][:16]}\n"
-               f"  output                    {res.out_dir}  (manifest.json)")
+    click.echo("\n".join(b.summary_lines(res)))
 
 
 @click.command("builds", epilog=_example('curator builds'))
