@@ -28,5 +28,9 @@ test: $(STAMP) inspect-deps
 bench: $(STAMP)
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+# Removes only what `make` itself made (the venv, the inspect deps) and Python caches. Stores and demo output
+# (curator_store, $(DEMO_OUT)) hold the ledger: never removed here, delete them yourself if you mean to.
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) curator_store .deps
+	rm -rf $(VENV) .deps .pytest_cache
+	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+	@echo "removed $(VENV) .deps .pytest_cache __pycache__; left alone: stores and demo output ($(DEMO_OUT), curator_store)"

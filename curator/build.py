@@ -27,6 +27,8 @@ from curator import schema
 from curator.errors import InputError, StoreError
 from curator.store import Store, check_read_only
 
+MANIFEST = "manifest.json"
+_STAGING_MARK = ".curator-build-in-progress"
 POLICIES = ("original", "recaption", "concat", "specialist-qa", "concat-specialist-qa")
 FORMATS = ("llava", "parquet", "webdataset")
 DEFAULT_ROWS_PER_SHARD = 100_000
@@ -239,23 +241,25 @@ def build(store: Store, round: int, policy: str | None = None, format: str = "pa
         {"round": round, "policy": policy, "format": format, "seed": seed, "sql_hash": sh,
          "versions": versions, "rows_per_shard": rows_per_shard}, sort_keys=True))[:16]
     out = out or os.path.join("builds", f"round{round}-{policy}-{format}-{build_id[:8]}")
-    _prepare_out(out, overwrite)
+    out_abs = check_out(store, out, overwrite)
     run_id = store.start_run("build", round, {"policy": policy, "format": format, "seed": seed, "out": out,
                                              "sql_hash": sh})
+    staging = None
     try:
+        staging = _start_staging(out_abs)
         params = _params(sql, round, seed)
         body = sql.strip().rstrip(";")
-        parts = os.path.join(os.path.abspath(out), ".parts")
-        # The policy may only write into the build's own output directory (Parquet goes out via COPY).
-        con = store.connect(at=versions, read_only=True, write_dirs=[os.path.abspath(out)])
+        parts = os.path.join(staging, ".parts")
+        # The policy may only write into the build's own (staging) directory (Parquet goes out via COPY).
+        con = store.connect(at=versions, read_only=True, write_dirs=[staging])
         try:
             tap = _Tap(con, _policy_columns(con, body, params))
             if format == "parquet":
-                files = _write_parquet(con, tap, body, params, out, parts, rows_per_shard)
-                ids = pq.read_table([os.path.join(out, f) for f in files], columns=["id"]).column("id")
+                files = _write_parquet(con, tap, body, params, staging, parts, rows_per_shard)
+                ids = pq.read_table([os.path.join(staging, f) for f in files], columns=["id"]).column("id")
             else:
                 reader = con.sql(_wrap(body, tap), params=params).to_arrow_reader(4096)
-                writer = {"llava": _LlavaWriter, "webdataset": _WdsWriter}[format](out, rows_per_shard)
+                writer = {"llava": _LlavaWriter, "webdataset": _WdsWriter}[format](staging, rows_per_shard)
                 id_chunks = []
                 for batch in reader:
                     writer.write(batch)
@@ -272,24 +276,28 @@ def build(store: Store, round: int, policy: str | None = None, format: str = "pa
         n_train = store.sql("SELECT count(*) AS n FROM images WHERE split = 'train'", at=versions).column("n")[0].as_py()
         counts = {"rows": rows, "fallback_to_original": fallback, "sources": dict(sorted(tap.sources.items())),
                   "train_images_not_in_build": max(n_train - rows, 0)}
-        file_hashes = {f: _file_sha256(os.path.join(out, f)) for f in files}
+        file_hashes = {f: _file_sha256(os.path.join(staging, f)) for f in files}
         content = content_hash(file_hashes)
         manifest = {"build_id": build_id, "round": round, "policy": policy, "format": format, "seed": seed,
                     "rows_per_shard": rows_per_shard, "sql": sql, "sql_hash": sh, "store_uri": store.uri,
                     "store_versions": versions, "rows": rows, "counts": counts, "files": file_hashes,
                     "content_hash": content}
-        with open(os.path.join(out, "manifest.json"), "w", encoding="utf-8") as f:
+        with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=True, ensure_ascii=False)
             f.write("\n")
         if expect_content_hash and expect_content_hash != content:   # checked before it is recorded as a build
             raise StoreError(f"rebuild of {build_id} produced different bytes",
                              f"content hash {content[:16]} != recorded {expect_content_hash[:16]}",
                              "the store versions may have been cleaned up, or the curator version changed")
+        _publish(staging, out_abs, out)
+        staging = None
         store.add_build({"build_id": build_id, "round": round, "policy": policy, "sql": sql, "sql_hash": sh,
                          "store_versions": json.dumps(versions, sort_keys=True), "seed": seed, "format": format,
-                         "output_path": os.path.abspath(out), "rows": rows, "content_hash": content,
+                         "output_path": out_abs, "rows": rows, "content_hash": content,
                          "counts": json.dumps(counts, sort_keys=True), "run_id": run_id})
     except BaseException as e:
+        if staging and os.path.isdir(staging):   # ours: a failed build leaves nothing behind
+            shutil.rmtree(staging, ignore_errors=True)
         store.finish_run(run_id, status="failed", error=f"{type(e).__name__}: {e}", versions_read=versions)
         raise
     store.finish_run(run_id, status="ok", counts=counts, versions_read=versions)
@@ -473,13 +481,117 @@ def _ext(fmt: str) -> str:
     return "jpg" if (fmt or "").upper() == "JPEG" else "png"
 
 
-def _prepare_out(out: str, overwrite: bool) -> None:
-    if os.path.exists(out) and os.listdir(out):
+def _inside(path: str, root: str) -> bool:
+    """path is root or below it (both absolute, resolved)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _build_files(d: str) -> set[str] | None:
+    """The files a build wrote into directory d (manifest.json + the manifest's files), or None when d holds
+    no readable build manifest."""
+    try:
+        with open(os.path.join(d, MANIFEST), encoding="utf-8") as f:
+            m = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(m, dict) or not isinstance(m.get("files"), dict) or "build_id" not in m:
+        return None
+    return {MANIFEST, *m["files"]}
+
+
+def _foreign_entry(d: str) -> str | None:
+    """First path under d that is not part of a previous build's output (None: d is a build output, or empty).
+    A build's output is manifest.json, the files its manifest lists, and the folders holding them."""
+    entries = os.listdir(d)
+    if not entries:
+        return None
+    ours = _build_files(d)
+    if ours is None:
+        return sorted(entries)[0]
+    dirs = {os.path.dirname(f) for f in ours} - {""}
+    dirs |= {os.path.dirname(x) for x in dirs} - {""}
+    for root, subdirs, files in os.walk(d):
+        rel = os.path.relpath(root, d)
+        rel = "" if rel == "." else rel
+        for name in sorted(subdirs):
+            if os.path.join(rel, name) not in dirs or os.path.islink(os.path.join(root, name)):
+                return os.path.join(rel, name)
+        for name in sorted(files):
+            if os.path.join(rel, name) not in ours:
+                return os.path.join(rel, name)
+    return None
+
+
+def check_out(store: Store, out: str, overwrite: bool) -> str:
+    """Refuse an output directory a build must not write or replace; returns its absolute path.
+
+    A build replaces its output directory as a whole, so only a directory that holds a previous build's
+    manifest and the files it lists, and nothing else, may be replaced (--overwrite). Refused always: the
+    filesystem root, $HOME, the current directory and anything containing them, the store (or a folder inside
+    or around it), and an existing file."""
+    a = os.path.realpath(os.path.expanduser(out))
+    fix = "choose a new directory, e.g. --out builds/r1"
+    for p, what in (("/", "the filesystem root"), (os.path.realpath(os.path.expanduser("~")), "your home directory"),
+                    (os.path.realpath(os.getcwd()), "the current directory")):
+        if _inside(p, a):
+            rel = "is" if a == p else "contains"
+            raise InputError(f"build output {out} {rel} {what}", "a build replaces its output directory as a whole", fix)
+    if not _is_remote_uri(store.uri):
+        s = os.path.realpath(store.uri)
+        if _inside(a, s) or _inside(s, a):
+            rel = "is" if a == s else ("is inside" if _inside(a, s) else "contains")
+            raise InputError(f"build output {out} {rel} the store at {store.uri}",
+                             "a build never writes into or over a store", fix)
+    if os.path.lexists(a) and not os.path.isdir(a):
+        raise InputError(f"build output {out} is an existing file", "a build writes a directory of files", fix)
+    if os.path.isdir(a) and os.listdir(a):
         if not overwrite:
             raise InputError(f"output directory {out} is not empty", "a build never mixes its files with others",
-                             "pass --overwrite, or choose another --out")
-        shutil.rmtree(out)
-    os.makedirs(out, exist_ok=True)
+                             "pass --overwrite to replace a previous build there, or choose another --out")
+        foreign = _foreign_entry(a)
+        if foreign is not None:
+            why = (f"it holds no {MANIFEST} from a previous build" if _build_files(a) is None
+                   else f"it holds {foreign}, which the build there did not write")
+            raise InputError(f"output directory {out} is not a previous build's output", why
+                             + " (--overwrite only replaces a build's own directory)",
+                             "choose another --out, or move those files away yourself")
+    return a
+
+
+def _is_remote_uri(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def _staging(out_abs: str) -> str:
+    """The sibling directory a build writes before it takes `out`'s place (same filesystem: rename is atomic)."""
+    parent, name = os.path.split(out_abs)
+    return os.path.join(parent, f".{name}.partial")
+
+
+def _start_staging(out_abs: str) -> str:
+    st = _staging(out_abs)
+    if os.path.lexists(st):
+        # Left by a build that crashed: ours if it holds our marker or a complete build; never anything else.
+        if not (os.path.isdir(st) and (os.path.exists(os.path.join(st, _STAGING_MARK)) or _foreign_entry(st) is None)):
+            raise InputError(f"{st} is in the way", "a build stages its output there before moving it into place",
+                             "move it away yourself")
+        shutil.rmtree(st)
+    os.makedirs(st)
+    with open(os.path.join(st, _STAGING_MARK), "w", encoding="utf-8") as f:
+        f.write("a curator build in progress; removed when it finishes\n")
+    return st
+
+
+def _publish(staging: str, out_abs: str, out: str) -> None:
+    """Move the finished build into place, replacing a previous build there (checked again: nothing foreign)."""
+    os.remove(os.path.join(staging, _STAGING_MARK))
+    if os.path.isdir(out_abs):
+        if _foreign_entry(out_abs) is not None:
+            raise InputError(f"output directory {out} changed while the build ran",
+                             "it now holds files no build wrote", "choose another --out")
+        shutil.rmtree(out_abs)
+    os.makedirs(os.path.dirname(out_abs), exist_ok=True)
+    os.rename(staging, out_abs)
 
 
 def _file_sha256(path: str) -> str:

@@ -98,7 +98,7 @@ def sql_cmd(ctx, query, at, version, out, fmt, max_rows):
 @click.option("--at", default=None, help="Build from a tagged state, e.g. round-1.")
 @click.option("--rows-per-shard", type=int, default=100_000, show_default=True, help="Rows per Parquet file / tar shard.")
 @click.option("--from-manifest", type=click.Path(), default=None, help="Reproduce a recorded build byte for byte.")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty output directory.")
+@click.option("--overwrite", is_flag=True, help="Replace a previous build's output directory (nothing else is ever replaced).")
 @click.pass_context
 def build_cmd(ctx, round_, policy, sql_file, show_sql, fmt, out, seed, at, rows_per_shard, from_manifest, overwrite):
     """Materialise the training set for round N from a policy.
