@@ -26,7 +26,7 @@ test: $(STAMP) inspect-deps
 	$(BIN)/python -m pytest -q -ra tests
 
 bench: $(STAMP)
-	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python bench/run_all.py $(if $(SMALL),--small,)
 
 # Removes only what `make` itself made (the venv, the inspect deps) and Python caches. Stores and demo output
 # (curator_store, $(DEMO_OUT)) hold the ledger: never removed here, delete them yourself if you mean to.

@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from curator import schema  # noqa: E402
 from curator.build import build  # noqa: E402
 from curator.store import Store  # noqa: E402
+from summary import record  # noqa: E402  (bench/ is sys.path[0])
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 CHUNK = 100_000
@@ -224,6 +225,8 @@ def main():
     for n, tc, tw, ti, fb, size in rows:
         print(f"{n:>10,} {tc:>10.1f} {tw:>7.1f} {tc / tw:>9.2f}× {ti:>7.1f} {tc / ti:>9.2f}× {fb:>9,} "
               f"{size / 1e6:>10.0f}")
+    n, tc, tw, *_ = rows[-1]
+    record("bench_build", f"build concat → Parquet, {n:,} images", tc, "s", "hand-written DuckDB (window form)", tc / tw)
     if len(rows) >= 2:
         (n0, t0, w0, i0, *_), (n1, t1, w1, i1, *_) = rows[0], rows[-1]
         print(f"scaling {n1 // n0}× rows: curator {t1 / t0:.1f}× time, W {w1 / w0:.1f}×, I {i1 / i0:.1f}×")

@@ -11,6 +11,7 @@ import time
 
 from curator import schema
 from curator.store import Store
+from summary import record  # noqa: E402  (bench/ is sys.path[0])
 
 
 def rows(start: int, n: int) -> list[dict]:
@@ -29,6 +30,7 @@ def main():
     plan = {1: 60, 16: 40, 256: 20, 4096: 5}   # batch size -> number of commits
     print("| batch size | commits | rows | seconds | rows/s | ms/commit |")
     print("|---|---|---|---|---|---|")
+    per_row = {}
     for bs, commits in plan.items():
         store = Store(tempfile.mkdtemp(), create=True)
         batches = [rows(k * bs, bs) for k in range(commits)]
@@ -38,6 +40,9 @@ def main():
         dt = time.perf_counter() - t0
         n = bs * commits
         print(f"| {bs} | {commits} | {n} | {dt:.2f} | {n / dt:,.0f} | {1000 * dt / commits:.1f} |")
+        per_row[bs] = n / dt
+    record("bench_commit", "caption rows per second at 4,096 rows per commit", per_row[4096], "rows/s",
+           "1 row per commit", per_row[4096] / per_row[1])
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from vila2_model.generate import Generator
+from summary import record  # noqa: E402  (bench/ is sys.path[0])
 
 PROMPT = "Describe the image in details."
 
@@ -84,6 +85,7 @@ def main() -> None:
     print(f"{f'Generator (batch {a.batch_size}, KV cache)':<34} {len(images):>6} {t_batched:>8.2f} {ips_b:>9.2f} "
           f"{toks / t_batched:>9.0f}")
     print(f"speed-up: {ips_b / ips_n:.1f}x")
+    record("bench_generate", f"Generator, batch {a.batch_size}", ips_b, "images/s", "one image per generate", ips_b / ips_n)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from curator import schema  # noqa: E402
 from curator.ingest import ingest  # noqa: E402
 from curator.store import Store  # noqa: E402
 from curator.world.synthetic import iter_synthetic  # noqa: E402
+from summary import record  # noqa: E402  (bench/ is sys.path[0])
 
 
 def main():
@@ -68,6 +69,8 @@ def main():
                       ("curator ingest (generate + validate + images + captions)", t_ingest),
                       ("curator ingest again (all skipped, no commits)", t_again)]:
         print(f"{name:<52} {sec:>8.1f} {n / sec:>9,.0f} {sec / t_gen:>10.2f}×")
+    record("bench_ingest", f"curator ingest, {n:,} synthetic images", n / t_ingest, "images/s",
+           "generating the images alone (an upper bound)", t_gen / t_ingest)
     print(f"duplicate images in the generated input (same bytes, stored once): {dup}")
     print(f"ingest overhead beyond generation: {(t_ingest - t_gen) / n * 1e3:.2f} ms/image "
           f"(plain append: {t_plain / n * 1e3:.2f} ms/image)")

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from summary import record  # noqa: E402  (bench/ is sys.path[0])
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -60,6 +61,8 @@ def main():
     print(f"| naive loop (batch 1, commit per image) | {naive:.1f} | {a.n / naive:.2f} |")
     print(f"| transformers engine (batch {a.batch_size}, incl. model load) | {engine:.1f} | {a.n / engine:.2f} |")
     print(f"speed-up: {naive / engine:.1f}x")
+    record("bench_recaption", f"transformers engine, {a.n} images", a.n / engine, "images/s",
+           "naive loop (batch 1, commit per image)", naive / engine)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench_build import make_store  # noqa: E402
+from summary import record  # noqa: E402  (bench/ is sys.path[0])
 
 _REJECTED = """
 WITH rejected AS (
@@ -82,6 +83,8 @@ def main():
     print(f"{'query form':<28} {'rows':>9} {'plain DuckDB s':>15} {'Store.sql s':>12} {'ratio':>7}")
     for label, n, tb, ta in rows:
         print(f"{label:<28} {n:>9,} {tb:>15.2f} {ta:>12.2f} {ta / tb:>6.2f}×")
+    label, n, tb, ta = rows[-1]
+    record("bench_sql", f"latest accepted caption, {args.images:,} images ({label})", ta, "s", "plain DuckDB", ta / tb)
     print(f"`curator sql <form B, 1 row/image> --out latest.parquet` end to end (process start included): {t_cli:.2f} s")
     print("rounds picked:", ", ".join(f"round {r['round']}: {r['images']:,}" for r in summary))
 

@@ -21,6 +21,7 @@ from vila2_model.data import Sample, encode_samples, load_conversations, texts_o
 from vila2_model.model import build_model, count_params
 from vila2_model.tokenizer import build_processor
 from vila2_model.train import run_stage, train_vlm
+from summary import record  # noqa: E402  (bench/ is sys.path[0])
 
 
 def manifest_samples(manifest: Path, limit: int | None = None) -> list[Sample]:
@@ -61,6 +62,7 @@ def throughput(world: Path | None, presets: list[str], steps: int, batch_size: i
     print(f"{'preset':<8} {'params (M)':>10} {'tokens/sample':>14} {'samples/s':>10}")
     for name, p, t, sps in rows:
         print(f"{name:<8} {p:>10.2f} {t:>14.1f} {sps:>10.1f}")
+        record("bench_train", f"SFT training, preset {name}, batch {batch_size}", sps, "samples/s")
 
 
 def round0(world: Path, out: Path, recipe: dict) -> dict:
