@@ -438,9 +438,8 @@ def _write_verdicts(store, con, cfg: FilterConfig, scores: pa.Table, run_id: str
     # is taken, so that re-application gets a key salted with the run id (config_hash stays the config's).
     cur = store.connect()
     try:
-        rows_now = cur.sql("SELECT caption_id, config_hash, verdict_id FROM verdicts WHERE filter = $f "
-                           "QUALIFY row_number() OVER (PARTITION BY caption_id ORDER BY created_at DESC) = 1",
-                           params={"f": cfg.name}).fetchall()
+        rows_now = cur.sql("SELECT caption_id, config_hash, verdict_id FROM latest_verdicts WHERE filter = $f",
+                           params={"f": cfg.name}).fetchall()   # the store's acceptance rule picks "current"
         taken = {r[0] for r in cur.sql("SELECT verdict_id FROM verdicts WHERE filter = $f AND config_hash = $h",
                                        params={"f": cfg.name, "h": ch}).fetchall()}
     finally:
@@ -715,17 +714,16 @@ def filter_report(store, round: int, kind: str | None = None) -> dict:
         kw = " AND c.kind = $kind"
         params["kind"] = kind
     latest = f"""
-        WITH v AS (
-          SELECT v.* FROM verdicts v JOIN captions c USING (caption_id)
-          WHERE c.round = $round AND c.kind <> 'original'{kw}
-          QUALIFY row_number() OVER (PARTITION BY v.caption_id, v.filter ORDER BY v.created_at DESC) = 1)"""
+        WITH v AS (          -- latest verdict per caption x filter: the store's acceptance rule (a view)
+          SELECT v.* FROM latest_verdicts v JOIN captions c USING (caption_id)
+          WHERE c.round = $round AND c.kind <> 'original'{kw})"""
     try:
         by_reason = con.sql(latest + """
             SELECT filter, keep, regexp_replace(reason, '-?[0-9]+(\\.[0-9]+)?', '#', 'g') AS reason, count(*) AS n
             FROM v GROUP BY ALL ORDER BY filter, keep DESC, n DESC""", params=params).fetchall()
         totals = con.sql(latest + f"""
             SELECT count(*) AS captions,
-                   count(*) FILTER (WHERE c.caption_id NOT IN (SELECT caption_id FROM v WHERE NOT keep)) AS accepted
+                   count(*) FILTER (WHERE c.caption_id NOT IN (SELECT caption_id FROM rejected_captions)) AS accepted
             FROM captions c WHERE c.round = $round AND c.kind <> 'original'{kw}""", params=params).fetchall()[0]
     finally:
         con.close()

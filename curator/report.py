@@ -58,13 +58,10 @@ def collect(store, gallery_size: int = 8, at=None) -> ReportData:
         {"round": r, "filter": f, "reason": (reason or "").split(":")[0], "n": int(n)}
         for r, f, reason, n in con.execute(
             """
-            WITH latest AS (
-              SELECT v.*, row_number() OVER (PARTITION BY v.caption_id, v.filter ORDER BY v.created_at DESC) AS rn
-              FROM verdicts v)
             SELECT c.round, l.filter, split_part(l.reason, ':', 1) AS reason, count(*) AS n
-            FROM latest l JOIN captions c USING (caption_id)
-            WHERE l.rn = 1 AND NOT l.keep
-            GROUP BY ALL ORDER BY c.round, n DESC
+            FROM latest_verdicts l JOIN captions c USING (caption_id)   -- the store's acceptance rule
+            WHERE NOT l.keep
+            GROUP BY ALL ORDER BY c.round, n DESC, l.filter, reason
             """
         ).fetchall()
     ]

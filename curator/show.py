@@ -27,6 +27,7 @@ class Verdict:
     reason: str
     run_id: str
     created_at: object          # datetime
+    current: bool = True        # the latest verdict of its filter on this caption (the store's rule)
 
 
 @dataclass
@@ -50,11 +51,9 @@ class CaptionVersion:
 
     @property
     def rejected_by(self) -> list[Verdict]:
-        """Filters whose latest verdict on this caption says drop (the contract's "rejected")."""
-        latest: dict[str, Verdict] = {}
-        for v in self.verdicts:
-            latest[v.filter] = v            # verdicts are sorted oldest first
-        return [v for v in latest.values() if not v.keep]
+        """Filters whose latest verdict on this caption says drop: the store's acceptance rule
+        (curator.store.VIEWS), which marked each verdict `current` when it was read."""
+        return [v for v in self.verdicts if v.current and not v.keep]
 
     @property
     def accepted(self) -> bool:
@@ -91,15 +90,21 @@ def resolve_image_id(store, image_id: str, at=None) -> str:
     return ids[0]
 
 
-def _verdicts_by_caption(store, where: str, at=None) -> dict[str, list[Verdict]]:
-    rows = store.sql(
-        "SELECT v.caption_id, v.filter, v.keep, v.score, v.reason, v.run_id, v.created_at "
-        f"FROM verdicts v JOIN captions c USING (caption_id) WHERE {where} "
-        "ORDER BY v.created_at, v.filter, v.verdict_id", at=at).to_pylist()
+def _verdicts_by_caption(store, caption_ids: list[str], at=None) -> dict[str, list[Verdict]]:
+    """Every verdict on these captions, oldest first, each marked `current` by the store's latest_verdicts view
+    (constant id lists, so DuckDB filters the window's partitions before ranking them)."""
     out: dict[str, list[Verdict]] = {}
-    for r in rows:
-        out.setdefault(r["caption_id"], []).append(Verdict(
-            r["filter"], bool(r["keep"]), r["score"], r["reason"] or "", r["run_id"] or "", r["created_at"]))
+    for s in range(0, len(caption_ids), 1000):
+        ids = ",".join("'" + c.replace("'", "''") + "'" for c in caption_ids[s:s + 1000])
+        rows = store.sql(
+            "SELECT v.caption_id, v.filter, v.keep, v.score, v.reason, v.run_id, v.created_at, "
+            f"v.verdict_id IN (SELECT verdict_id FROM latest_verdicts WHERE caption_id IN ({ids})) AS current "
+            f"FROM verdicts v WHERE v.caption_id IN ({ids}) "
+            "ORDER BY v.created_at, v.filter, v.verdict_id", at=at).to_pylist()
+        for r in rows:
+            out.setdefault(r["caption_id"], []).append(Verdict(
+                r["filter"], bool(r["keep"]), r["score"], r["reason"] or "", r["run_id"] or "", r["created_at"],
+                bool(r["current"])))
     return out
 
 
@@ -108,7 +113,7 @@ def _caption_rows(store, where: str, at=None) -> list[CaptionVersion]:
         "SELECT caption_id, image_id, round, kind, text, captioner, prompt_id, sampling, sample_idx, finish_reason, "
         "n_tokens, parent_caption_id, transform, run_id, created_at "
         f"FROM captions c WHERE {where} ORDER BY image_id, round, kind, created_at, caption_id", at=at).to_pylist()
-    verdicts = _verdicts_by_caption(store, where, at) if rows else {}
+    verdicts = _verdicts_by_caption(store, [r["caption_id"] for r in rows], at) if rows else {}
     out = []
     for r in rows:
         out.append(CaptionVersion(

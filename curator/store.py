@@ -38,6 +38,17 @@ _PROBE_MAX = 20_000   # batches up to this size are probed for existing keys bef
 
 _HEX_ID = re.compile(r"^[0-9a-f]{8,64}$")
 
+# The acceptance rule, defined once. Every reader — the build policies, filters, report, show, inspect — and
+# any user query (`curator sql`) sees these views next to the tables. A caption is rejected when, for any
+# filter, its latest verdict says keep = false; no verdicts → accepted. "Latest" = the largest created_at;
+# a tie (two verdicts of one filter written at the same instant) goes to the drop, then to the larger
+# verdict_id, so every reader and every rerun picks the same row.
+VIEWS = {
+    "latest_verdicts": "SELECT * FROM verdicts QUALIFY row_number() OVER (PARTITION BY caption_id, filter "
+                       "ORDER BY created_at DESC, keep ASC, verdict_id DESC) = 1",
+    "rejected_captions": "SELECT DISTINCT caption_id FROM latest_verdicts WHERE NOT keep",
+}
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -357,7 +368,8 @@ class Store:
 
     # ---------------------------------------------------------------- SQL
     def connect(self, at=None, read_only: bool = False, write_dirs: list[str] | None = None):
-        """A DuckDB connection with one view per table over the Lance datasets (Arrow scan, pushdown).
+        """A DuckDB connection with one view per table over the Lance datasets (Arrow scan, pushdown), plus
+        the acceptance views (VIEWS: latest_verdicts, rejected_captions).
 
         read_only=True also switches off DuckDB's file/network access and locks its configuration,
         which is what `sql()` uses; the guard does not depend on parsing alone. write_dirs (with
@@ -368,6 +380,8 @@ class Store:
         con = duckdb.connect(":memory:")
         for t, v in self.resolve(at).items():
             con.register(t, self._open(t, v))
+        for name, q in VIEWS.items():
+            con.execute(f"CREATE VIEW {name} AS {q}")
         if read_only:
             con.execute("SET python_enable_replacements = false")
             if write_dirs:
