@@ -5,10 +5,14 @@ Every source becomes a stream of `Item`s; one pipeline validates, normalises and
 (one Lance commit per table per batch). Bad input never stops the run and is never silent: each
 rejected item is counted under a reason (and a few example uris are kept) in the run's counts.
 
-Stored bytes (decided): an image that decodes cleanly as an 8-bit RGB PNG or JPEG is stored with its
-ORIGINAL bytes (no re-encode: no quality loss, no size blow-up for JPEG corpora). Anything else — CMYK,
-16-bit, grayscale, palette, alpha, WEBP/GIF/BMP/TIFF — is converted to RGB and stored as a PNG (alpha is
-composited on white); the original mode/format are recorded in meta. image_id = sha256 of the stored
+Stored bytes (decided): an image that decodes cleanly as an 8-bit RGB PNG or JPEG, upright (no EXIF
+rotation to apply), is stored with its ORIGINAL bytes (no re-encode: no quality loss, no size blow-up for
+JPEG corpora). Anything else — CMYK, 16-bit, grayscale, palette, alpha, WEBP/GIF/BMP/TIFF/AVIF, or a
+photo whose EXIF orientation says "rotate me" — is converted to RGB and stored as a PNG (alpha is
+composited on white; the EXIF rotation is applied to the pixels, and the PNG carries no EXIF, so no
+reader can apply it twice); the original mode/format/orientation are recorded in meta. Animated and
+multi-page files keep their first frame (meta: frames, kept_frame). Images are never stored resized:
+the engine resizes for the model (curator.engines.work.decode_resize). image_id = sha256 of the stored
 bytes, so the same picture under two names is one image (the second name is counted as a duplicate).
 """
 from __future__ import annotations
@@ -26,9 +30,11 @@ from curator import schema
 from curator.errors import InputError
 from curator.store import Store, utcnow
 
-DEFAULT_MAX_PIXELS = 40_000_000    # decode cap (≈ 6300×6300); larger headers are treated as decompression bombs
+# Decode cap: larger headers are treated as decompression bombs. 200 MP holds the largest phone sensors
+# (16320×12240) and 600 MB of RGB; a bomb is a small file that claims far more.
+DEFAULT_MAX_PIXELS = 200_000_000
 DEFAULT_BATCH = 2048               # rows per commit: fewer, larger commits (measured 5.7 s vs 9.4 s for 5k images at 512)
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif", ".heic", ".heif"}
 CAPTION_FILE_EXTS = {".jsonl", ".csv", ".parquet"}
 _FILE_KEYS = ("file", "file_name", "filename", "path", "image", "url", "key")
 _CAPTION_KEYS = ("caption", "text", "alt_text", "alt", "TEXT")
@@ -76,27 +82,53 @@ class Rejected(Exception):
 # -------------------------------------------------------------------- image validation / normalisation
 def normalize_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, int, int, str, dict]:
     """Validate image bytes; return (stored_bytes, width, height, format, meta_extra) or raise Rejected."""
+    im, fmt = open_checked(data, max_pixels)
+    frames = getattr(im, "n_frames", 1)
+    orientation = exif_orientation(im)
+    if _keep_original_bytes(im, fmt, frames, orientation):
+        extra = {} if fmt != "MPO" else {"original_format": "MPO", "frames": frames, "kept_frame": 0}
+        return data, im.width, im.height, "JPEG" if fmt == "MPO" else fmt, extra
+    extra = {"original_mode": im.mode, "original_format": fmt, "converted": "rgb_png"}
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        extra["alpha"] = "composited_on_white"
+    if frames > 1:
+        extra["frames"] = frames
+        extra["kept_frame"] = 0
+    if orientation != 1:
+        from PIL import ImageOps
+
+        extra["exif_orientation"] = orientation
+        im = ImageOps.exif_transpose(im)
+    rgb = _to_rgb(im)
+    buf = io.BytesIO()
+    rgb.save(buf, format="PNG")   # PIL writes no timestamp chunk: same pixels → same bytes → same image_id
+    return buf.getvalue(), rgb.width, rgb.height, "PNG", extra
+
+
+def open_checked(data: bytes, max_pixels: int):
+    """Open and fully decode frame 0 (a truncated file must fail here, not later); (image, format) or Rejected."""
     from PIL import Image, ImageFile, UnidentifiedImageError
 
     ImageFile.LOAD_TRUNCATED_IMAGES = False   # a truncated file must fail, not decode as grey padding
     if not data:
         raise Rejected("empty_file")
+    if Image.MAX_IMAGE_PIXELS and max_pixels > 2 * Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = -(-max_pixels // 2)   # Pillow refuses above twice its limit; ours decides
     try:
         with warnings.catch_warnings():
             # Pillow's own bomb check warns at MAX_IMAGE_PIXELS; we apply our cap on the header instead.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
             w, h = im.size
             if w * h > max_pixels:
                 raise Rejected("decompression_bomb", f"{w}x{h} = {w * h} pixels > cap {max_pixels}")
-            fmt = im.format or "UNKNOWN"
             im.load()
     except Rejected:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except Image.DecompressionBombError as e:
         raise Rejected("decompression_bomb", str(e).split(".")[0]) from e
     except UnidentifiedImageError as e:
-        raise Rejected("not_an_image", "unrecognised image format") from e
+        raise Rejected("not_an_image", _unidentified_detail(data)) from e
     except OSError as e:
         msg = str(e)
         raise Rejected("truncated" if "truncated" in msg or "broken data stream" in msg else "corrupt", msg) from e
@@ -104,19 +136,32 @@ def normalize_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[
         raise Rejected("corrupt", str(e) or type(e).__name__) from e
     if w == 0 or h == 0:
         raise Rejected("corrupt", f"zero size {w}x{h}")
-    mode = im.mode
-    if fmt in ("PNG", "JPEG") and mode == "RGB" and getattr(im, "n_frames", 1) == 1:
-        return data, w, h, fmt, {}
-    rgb = _to_rgb(im)
-    buf = io.BytesIO()
-    rgb.save(buf, format="PNG")   # PIL writes no timestamp chunk: same pixels → same bytes → same image_id
-    extra = {"original_mode": mode, "original_format": fmt, "converted": "rgb_png"}
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
-        extra["alpha"] = "composited_on_white"
-    if getattr(im, "n_frames", 1) > 1:
-        extra["frames"] = im.n_frames
-        extra["kept_frame"] = 0
-    return buf.getvalue(), w, h, "PNG", extra
+    return im, im.format or "UNKNOWN"
+
+
+def _unidentified_detail(data: bytes) -> str:
+    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypmsf1", b"ftyphevc"):
+        return "HEIC/HEIF: Pillow needs the pillow-heif plugin (pip install pillow-heif), or convert to JPEG"
+    return "unrecognised image format"
+
+
+def exif_orientation(im) -> int:
+    """The EXIF orientation tag (1-8); 1 when absent or invalid."""
+    from PIL import ExifTags
+
+    try:   # 1 = upright; 2-8 = mirror and/or rotate before display
+        o = int(im.getexif().get(ExifTags.Base.Orientation, 1))
+    except (ValueError, TypeError, SyntaxError, OSError):   # a damaged EXIF block: treat as upright
+        return 1
+    return o if 1 <= o <= 8 else 1
+
+
+def _keep_original_bytes(im, fmt: str, frames: int, orientation: int) -> bool:
+    """Clean 8-bit RGB PNG/JPEG, upright, one frame. MPO (a JPEG with extra frames, as many cameras write)
+    counts as JPEG: its bytes are a valid JPEG whose primary picture is frame 0."""
+    if im.mode != "RGB" or orientation != 1:
+        return False
+    return (fmt in ("PNG", "JPEG") and frames == 1) or fmt == "MPO"
 
 
 def _to_rgb(im):
@@ -182,24 +227,8 @@ def _read_text_bytes(path: str) -> bytes | None:
 
 def load_caption_table(path: str) -> dict[str, str | bytes]:
     """A captions file (jsonl/csv/parquet) → {file name: caption}. Keys are matched by relative path or base name."""
-    ext = os.path.splitext(path)[1].lower()
-    if not os.path.exists(path):
-        raise InputError(f"captions file {path} not found", "the path does not exist", "check --captions")
-    rows: list[dict] = []
-    if ext == ".jsonl":
-        rows = [r for r, _ in _iter_jsonl(path) if r is not None]
-    elif ext == ".csv":
-        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-            rows = list(csv.DictReader(f))
-    elif ext == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-    else:
-        raise InputError(f"unsupported captions file {path}", f"extension {ext!r}",
-                         "use .jsonl, .csv or .parquet with columns file + caption")
     out: dict[str, str | bytes] = {}
-    for r in rows:
+    for r in _caption_records(path):
         fk = next((k for k in _FILE_KEYS if k in r), None)
         ck = next((k for k in _CAPTION_KEYS if k in r), None)
         if fk is None or ck is None:
@@ -213,6 +242,23 @@ def load_caption_table(path: str) -> dict[str, str | bytes]:
                 cap = cap.encode("utf-8", "surrogateescape")
         out[str(r[fk])] = cap
     return out
+
+
+def _caption_records(path: str) -> list[dict]:
+    ext = os.path.splitext(path)[1].lower()
+    if not os.path.exists(path):
+        raise InputError(f"captions file {path} not found", "the path does not exist", "check --captions")
+    if ext == ".jsonl":
+        return [r for r, _ in _iter_jsonl(path) if r is not None]
+    if ext == ".csv":
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+            return list(csv.DictReader(f))
+    if ext == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    raise InputError(f"unsupported captions file {path}", f"extension {ext!r}",
+                     "use .jsonl, .csv or .parquet with columns file + caption")
 
 
 def _iter_jsonl(path: str) -> Iterator[tuple[dict | None, str]]:
@@ -261,15 +307,19 @@ def iter_folder(folder: str, captions: str | None = None, split: str = "train") 
             yield it
 
 
-def count_ignored(folder: str) -> int:
-    n = 0
+def scan_folder(folder: str) -> tuple[int, int]:
+    """(image files, ignored files) under folder: the progress bar's total and the summary's "ignored"
+    (files that are neither images nor an image's <stem>.txt sidecar)."""
+    n_images = n_ignored = 0
     for root, _, files in os.walk(folder):
         stems = {os.path.splitext(f)[0] for f in files if os.path.splitext(f)[1].lower() in IMAGE_EXTS}
         for f in files:
             stem, ext = os.path.splitext(f)
-            if ext.lower() not in IMAGE_EXTS and not (ext.lower() == ".txt" and stem in stems):
-                n += 1
-    return n
+            if ext.lower() in IMAGE_EXTS:
+                n_images += 1
+            elif not (ext.lower() == ".txt" and stem in stems):
+                n_ignored += 1
+    return n_images, n_ignored
 
 
 def iter_manifest(path: str, split: str = "train") -> Iterator[Item]:
@@ -307,48 +357,59 @@ def iter_manifest(path: str, split: str = "train") -> Iterator[Item]:
 def iter_hf(path: str, image_column: str = "image", caption_column: str | None = None,
             split: str = "train", hf_split: str | None = None) -> Iterator[Item]:
     """A Hugging Face dataset on local disk: a save_to_disk directory, or parquet/imagefolder files."""
+    yield from iter_hf_dataset(load_hf(path, hf_split, image_column), path, image_column, caption_column, split)
+
+
+def iter_hf_dataset(ds, path: str, image_column: str = "image", caption_column: str | None = None,
+                    split: str = "train") -> Iterator[Item]:
+    """Items from a loaded dataset (see load_hf); uris are the image's path, else `path#row`."""
+    if image_column not in ds.column_names:
+        raise InputError(f"dataset has no column {image_column!r}", f"columns: {ds.column_names}",
+                         "pass --image-column")
+    if caption_column and caption_column not in ds.column_names:
+        raise InputError(f"dataset has no column {caption_column!r}", f"columns: {ds.column_names}",
+                         "pass --caption-column")
+    cap_col = caption_column or next((c for c in _CAPTION_KEYS if c in ds.column_names), None)
+    for i, rec in enumerate(ds):
+        it = _hf_image_item(rec[image_column], f"{path}#{i}")
+        it.caption = rec.get(cap_col) if cap_col else None
+        it.split = split
+        yield it
+
+
+def load_hf(path: str, hf_split: str | None = None, image_column: str = "image"):
+    """The dataset at a local path (one split), its image column left undecoded: we validate the bytes."""
     import datasets
 
     if not os.path.exists(path):
         raise InputError(f"dataset {path} not found", "--hf takes a local path (no hub access here)",
                          "save it with Dataset.save_to_disk(path) or point at its parquet files")
-    if os.path.exists(os.path.join(path, "dataset_info.json")) or os.path.exists(os.path.join(path, "dataset_dict.json")) \
-            or os.path.exists(os.path.join(path, "state.json")):
+    if any(os.path.exists(os.path.join(path, f)) for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
         ds = datasets.load_from_disk(path)
     elif any(f.endswith(".parquet") for _, _, fs in os.walk(path) for f in fs):
         ds = datasets.load_dataset("parquet", data_dir=path)
     else:
         ds = datasets.load_dataset("imagefolder", data_dir=path)
     if isinstance(ds, datasets.DatasetDict):
-        name = hf_split or ("train" if "train" in ds else sorted(ds)[0])
-        ds = ds[name]
-    if image_column not in ds.column_names:
-        raise InputError(f"dataset has no column {image_column!r}", f"columns: {ds.column_names}",
-                         "pass --image-column")
-    cap_col = caption_column or next((c for c in _CAPTION_KEYS if c in ds.column_names), None)
-    if caption_column and caption_column not in ds.column_names:
-        raise InputError(f"dataset has no column {caption_column!r}", f"columns: {ds.column_names}",
-                         "pass --caption-column")
+        ds = ds[hf_split or ("train" if "train" in ds else sorted(ds)[0])]
     if isinstance(ds.features.get(image_column), datasets.Image):
-        ds = ds.cast_column(image_column, datasets.Image(decode=False))   # raw bytes: we validate them ourselves
-    for i, rec in enumerate(ds):
-        img = rec[image_column]
-        uri = f"{path}#{i}"
-        if isinstance(img, dict):
-            data = img.get("bytes")
-            if data is None and img.get("path"):
-                it = _read_file(img["path"])
-            else:
-                it = Item(uri=uri, data=data, reject=None if data is not None else "missing_file")
-            uri = img.get("path") or uri
-        elif isinstance(img, (bytes, bytearray)):
-            it = Item(uri=uri, data=bytes(img))
-        else:
-            it = Item(uri=uri, reject="not_an_image", detail=f"column value of type {type(img).__name__}")
-        it.uri = uri if it.reject is None else (it.uri or uri)
-        it.caption = rec.get(cap_col) if cap_col else None
-        it.split = split
-        yield it
+        ds = ds.cast_column(image_column, datasets.Image(decode=False))
+    return ds
+
+
+def _hf_image_item(img, uri: str) -> Item:
+    """An image cell ({bytes, path} from datasets.Image, or raw bytes) → Item."""
+    if isinstance(img, (bytes, bytearray)):
+        return Item(uri=uri, data=bytes(img))
+    if not isinstance(img, dict):
+        return Item(uri=uri, reject="not_an_image", detail=f"column value of type {type(img).__name__}")
+    if img.get("bytes") is None and img.get("path"):
+        it = _read_file(img["path"])
+    else:
+        it = Item(uri=uri, data=img.get("bytes"), reject=None if img.get("bytes") is not None else "missing_file")
+    if it.reject is None:
+        it.uri = img.get("path") or uri
+    return it
 
 
 def _tar_groups(tf) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -430,18 +491,23 @@ class IngestReport:
                  f"  captions added      {c['captions_added']}   (already in store: {c['captions_existing']}"
                  + (f", from a duplicate's other name: {c['captions_from_duplicate_name']}"
                     if c.get("captions_from_duplicate_name") else "") + ")"]
+        uncaptioned = c["caption_rejected"].get("no_caption", 0)
+        if uncaptioned:
+            lines.append(f"  without a caption   {uncaptioned}   (kept; `curator recaption` writes their captions)")
         if c["converted"]:
-            lines.append("  converted to RGB    " + ", ".join(f"{k}: {v}" for k, v in sorted(c["converted"].items())))
+            lines.append("  stored as RGB PNG   " + ", ".join(f"{k}: {v}" for k, v in sorted(c["converted"].items())))
         if c.get("ignored_files"):
             lines.append(f"  ignored (not image) {c['ignored_files']}")
-        lines.append(f"  rejected images     {sum(c['rejected'].values())}")
-        for r, n in sorted(c["rejected"].items()):
-            ex = c["examples"].get(r, [])
-            lines.append(f"    {r:<20}{n:>6}  {REASONS.get(r, '')}" + (f"  e.g. {ex[0]}" if ex else ""))
-        lines.append(f"  caption problems    {sum(c['caption_rejected'].values())}")
-        for r, n in sorted(c["caption_rejected"].items()):
-            ex = c["examples"].get(r, [])
-            lines.append(f"    {r:<20}{n:>6}  {CAPTION_REASONS.get(r, '')}" + (f"  e.g. {ex[0]}" if ex else ""))
+        lines += self._reasons("rejected images", c["rejected"], REASONS)
+        problems = {r: n for r, n in c["caption_rejected"].items() if r != "no_caption"}
+        lines += self._reasons("caption problems", problems, CAPTION_REASONS)
+        return lines
+
+    def _reasons(self, title: str, by_reason: dict, explain: dict) -> list[str]:
+        lines = [f"  {title:<20}{sum(by_reason.values())}"]
+        for r, n in sorted(by_reason.items()):
+            ex = self.counts["examples"].get(r, [])
+            lines.append(f"    {r:<20}{n:>6}  {explain.get(r, '')}" + (f"  e.g. {ex[0]}" if ex else ""))
         return lines
 
 
@@ -449,87 +515,95 @@ def ingest_items(store: Store, items: Iterable[Item], source: str, config: dict 
                  batch_size: int = DEFAULT_BATCH, max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = False,
                  total: int | None = None, extra_counts: dict | None = None) -> IngestReport:
     """Validate, normalise and write items in batches. Returns the run's report (also stored in runs.counts)."""
-    counts: dict = {"seen": 0, "images_added": 0, "images_existing": 0, "duplicates_in_input": 0,
-                    "captions_added": 0, "captions_existing": 0, "rejected": {}, "caption_rejected": {},
-                    "converted": {}, "examples": {}}
-    counts.update(extra_counts or {})
     run_id = store.start_run("ingest", 0, dict(config or {}, source=source))
-    seen_ids: set[str] = set()
-    captioned: set[str] = set()
-    imgs: list[dict] = []
-    caps: list[dict] = []
+    run = _Run(store, run_id, source, batch_size, max_pixels, extra_counts)
+    try:
+        for it in _with_progress(items, progress, total):
+            run.take(it)
+        run.flush()
+    except BaseException as e:
+        store.finish_run(run_id, status="failed", counts=run.counts, error=f"{type(e).__name__}: {e}")
+        raise
+    store.finish_run(run_id, status="ok", counts=run.counts)
+    return IngestReport(run_id, source, run.counts)
 
-    def note(bucket: str, reason: str, uri: str, detail: str = ""):
-        counts[bucket][reason] = counts[bucket].get(reason, 0) + 1
-        ex = counts["examples"].setdefault(reason, [])
+
+class _Run:
+    """One ingest run: its counts, the batch not yet committed, and the image ids seen and captioned."""
+
+    def __init__(self, store: Store, run_id: str, source: str, batch_size: int, max_pixels: int,
+                 extra_counts: dict | None):
+        self.store, self.run_id, self.source = store, run_id, source
+        self.batch_size, self.max_pixels = batch_size, max_pixels
+        self.counts: dict = {"seen": 0, "images_added": 0, "images_existing": 0, "duplicates_in_input": 0,
+                             "captions_added": 0, "captions_existing": 0, "rejected": {}, "caption_rejected": {},
+                             "converted": {}, "examples": {}}
+        self.counts.update(extra_counts or {})
+        self.seen_ids: set[str] = set()
+        self.captioned: set[str] = set()
+        self.imgs: list[dict] = []
+        self.caps: list[dict] = []
+
+    def take(self, it: Item) -> None:
+        """One item: rejected with its reason, another name for an image already seen, or a new image."""
+        self.counts["seen"] += 1
+        if it.reject:
+            return self.note("rejected", it.reject, it.uri, it.detail)
+        try:
+            data, w, h, fmt, extra = normalize_image(it.data, self.max_pixels)
+        except Rejected as r:
+            return self.note("rejected", r.reason, it.uri, r.detail)
+        if "converted" in extra:
+            key = "EXIF rotation" if "exif_orientation" in extra else extra["original_mode"]
+            self.counts["converted"][key] = self.counts["converted"].get(key, 0) + 1
+        image_id = schema.image_key(data)
+        if image_id in self.seen_ids:
+            return self.take_duplicate(it, image_id)
+        self.seen_ids.add(image_id)
+        now = utcnow()
+        self.imgs.append({"image_id": image_id, "uri": it.uri, "source": self.source, "width": w, "height": h,
+                          "format": fmt, "split": it.split,
+                          "meta": json.dumps({**(it.meta or {}), **extra}, sort_keys=True, default=str),
+                          "bytes": data, "ingested_at": now, "run_id": self.run_id})
+        text, why = decode_caption(it.caption)
+        if why:
+            self.note("caption_rejected", why, it.uri)
+        else:
+            self.captioned.add(image_id)
+            self.caps.append(original_caption_row(image_id, text, self.run_id, now))
+        if len(self.imgs) >= self.batch_size:
+            self.flush()
+
+    def take_duplicate(self, it: Item, image_id: str) -> None:
+        """Same bytes under another name: one image. Its caption still counts if the first name had none."""
+        self.counts["duplicates_in_input"] += 1
+        ex = self.counts["examples"].setdefault("duplicate", [])
+        if len(ex) < N_EXAMPLES:
+            ex.append(it.uri)
+        text, why = decode_caption(it.caption)
+        if not why and image_id not in self.captioned:
+            self.captioned.add(image_id)
+            self.caps.append(original_caption_row(image_id, text, self.run_id))
+            self.counts["captions_from_duplicate_name"] = self.counts.get("captions_from_duplicate_name", 0) + 1
+
+    def note(self, bucket: str, reason: str, uri: str, detail: str = "") -> None:
+        self.counts[bucket][reason] = self.counts[bucket].get(reason, 0) + 1
+        ex = self.counts["examples"].setdefault(reason, [])
         if len(ex) < N_EXAMPLES:
             ex.append(uri + (f" ({detail[:120]})" if detail else ""))
 
-    def flush():
-        if imgs:
-            added = store.add_images(imgs, run_id)
-            counts["images_added"] += added
-            counts["images_existing"] += len(imgs) - added
-        if caps:
-            added = store.add_captions(caps, run_id)
-            counts["captions_added"] += added
-            counts["captions_existing"] += len(caps) - added
-        imgs.clear()
-        caps.clear()
-
-    bar = _progress(progress, total)
-    try:
-        for it in items:
-            counts["seen"] += 1
-            if bar:
-                bar[0].advance(bar[1])
-            if it.reject:
-                note("rejected", it.reject, it.uri, it.detail)
-                continue
-            try:
-                data, w, h, fmt, extra = normalize_image(it.data, max_pixels)
-            except Rejected as r:
-                note("rejected", r.reason, it.uri, r.detail)
-                continue
-            image_id = schema.image_key(data)
-            if extra:
-                counts["converted"][extra["original_mode"]] = counts["converted"].get(extra["original_mode"], 0) + 1
-            if image_id in seen_ids:
-                # Same bytes under another name: one image. Its caption still counts if the first name had none.
-                counts["duplicates_in_input"] += 1
-                ex = counts["examples"].setdefault("duplicate", [])
-                if len(ex) < N_EXAMPLES:
-                    ex.append(it.uri)
-                text, why = decode_caption(it.caption)
-                if not why and image_id not in captioned:
-                    captioned.add(image_id)
-                    caps.append(original_caption_row(image_id, text, run_id))
-                    counts["captions_from_duplicate_name"] = counts.get("captions_from_duplicate_name", 0) + 1
-                continue
-            seen_ids.add(image_id)
-            meta = dict(it.meta or {})
-            meta.update(extra)
-            now = utcnow()
-            imgs.append({"image_id": image_id, "uri": it.uri, "source": source, "width": w, "height": h,
-                         "format": fmt, "split": it.split, "meta": json.dumps(meta, sort_keys=True, default=str),
-                         "bytes": data, "ingested_at": now, "run_id": run_id})
-            text, why = decode_caption(it.caption)
-            if why:
-                note("caption_rejected", why, it.uri)
-            else:
-                captioned.add(image_id)
-                caps.append(original_caption_row(image_id, text, run_id, now))
-            if len(imgs) >= batch_size:
-                flush()
-        flush()
-    except BaseException as e:
-        store.finish_run(run_id, status="failed", counts=counts, error=f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        if bar:
-            bar[0].stop()
-    store.finish_run(run_id, status="ok", counts=counts)
-    return IngestReport(run_id, source, counts)
+    def flush(self) -> None:
+        """Commit the pending batch: one commit per table; rows whose key exists are skipped (and counted)."""
+        if self.imgs:
+            added = self.store.add_images(self.imgs, self.run_id)
+            self.counts["images_added"] += added
+            self.counts["images_existing"] += len(self.imgs) - added
+        if self.caps:
+            added = self.store.add_captions(self.caps, self.run_id)
+            self.counts["captions_added"] += added
+            self.counts["captions_existing"] += len(self.caps) - added
+        self.imgs.clear()
+        self.caps.clear()
 
 
 def original_caption_row(image_id: str, text: str, run_id: str, now=None) -> dict:
@@ -539,18 +613,16 @@ def original_caption_row(image_id: str, text: str, run_id: str, now=None) -> dic
             "parent_caption_id": "", "transform": "", "run_id": run_id, "created_at": now or utcnow()}
 
 
-def _progress(enabled: bool, total: int | None):
+def _with_progress(items: Iterable[Item], enabled: bool, total: int | None) -> Iterable[Item]:
+    """A tqdm bar on stderr (count, rate, and an ETA when the total is known); none when stderr is not a
+    terminal: a bar in a log file is noise, and the summary says it all."""
     import sys
 
-    if not enabled or not sys.stderr.isatty():   # a bar in a log file is noise; the summary says it all
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    if not enabled or not sys.stderr.isatty():
+        return items
+    from tqdm.auto import tqdm
 
-    p = Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True,
-                 console=Console(stderr=True))
-    p.start()
-    return p, p.add_task("ingest", total=total)
+    return tqdm(items, total=total, desc="ingest", unit="img", leave=False)
 
 
 # -------------------------------------------------------------------- one entry point per source
@@ -568,20 +640,34 @@ def ingest(store: Store, *, folder: str | None = None, captions: str | None = No
     kind = given[0]
     common = dict(batch_size=batch_size, max_pixels=max_pixels, progress=progress)
     if kind == "folder":
+        n_images, n_ignored = scan_folder(folder)
         return ingest_items(store, iter_folder(folder, captions, split), "folder",
-                            {"folder": os.path.abspath(folder), "captions": captions}, **common,
-                            extra_counts={"ignored_files": count_ignored(folder)})
+                            {"folder": os.path.abspath(folder), "captions": captions}, total=n_images,
+                            extra_counts={"ignored_files": n_ignored}, **common)
     if kind == "manifest":
         return ingest_items(store, iter_manifest(manifest, split), "manifest",
-                            {"manifest": os.path.abspath(manifest)}, **common)
+                            {"manifest": os.path.abspath(manifest)}, total=_manifest_length(manifest), **common)
     if kind == "hf":
-        return ingest_items(store, iter_hf(hf, image_column, caption_column, split), "hf",
-                            {"hf": os.path.abspath(hf), "image_column": image_column}, **common)
-    if kind == "webdataset":
+        ds = load_hf(hf, image_column=image_column)
+        return ingest_items(store, iter_hf_dataset(ds, hf, image_column, caption_column, split), "hf",
+                            {"hf": os.path.abspath(hf), "image_column": image_column}, total=len(ds), **common)
+    if kind == "webdataset":   # streamed: no total (counting samples would read every shard twice)
         shards = expand_shards(webdataset)
         return ingest_items(store, iter_webdataset(shards, split), "webdataset", {"shards": shards}, **common)
     return ingest_items(store, iter_synthetic_items(int(synthetic), seed, split), "synthetic",
                         {"n": int(synthetic), "seed": seed}, total=int(synthetic), **common)
+
+
+def _manifest_length(path: str) -> int | None:
+    """Records in a manifest (the progress bar's total), or None when that is not cheap to know."""
+    if not os.path.isfile(path):
+        return None
+    if path.lower().endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
 
 
 def expand_shards(paths: list[str]) -> list[str]:

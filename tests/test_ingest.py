@@ -257,3 +257,148 @@ def test_cli_ingest_needs_exactly_one_source(tmp_path):
     assert res.returncode == 1
     assert res.stderr == ("Error: ingest needs exactly one source — got none — pass one of --folder, --manifest, "
                           "--hf, --webdataset, --synthetic N\n")
+
+
+# ---------------------------------------------------------------- real photographs: EXIF, animation, size
+def _red_blue_jpeg(size=(40, 20), orientation: int | None = 6, quality=95) -> bytes:
+    """Stored landscape, red left half / blue right half; EXIF orientation 6 = turn 90° clockwise to view,
+    so the picture a person sees is portrait with red on TOP and blue below."""
+    im = Image.new("RGB", size, (0, 0, 255))
+    im.paste((255, 0, 0), (0, 0, size[0] // 2, size[1]))
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    b = io.BytesIO()
+    im.save(b, "JPEG", quality=quality, exif=exif.tobytes())
+    return b.getvalue()
+
+
+def _model_view(store, image_size):
+    """What the recaption engines are handed: load_batch's decoded, resized images."""
+    from curator.engines.work import Job, WorkItem, load_batch
+
+    ids = store.sql("SELECT image_id FROM images ORDER BY uri").column(0).to_pylist()
+    job = Job(store_uri=store.uri, storage_options=None, model="m", captioner="c", round=1, kind="self",
+              sampling={}, run_id="r", batch_size=8, image_size=image_size)
+    ok, images, fails = load_batch(store, job, [WorkItem(i, "p", "", f"c{i}") for i in ids])
+    assert fails == [] and len(images) == len(ids)
+    return images
+
+
+def _top_bottom(im):
+    a = np.asarray(im).astype(int)
+    h = a.shape[0]
+    return a[: h // 3].mean(axis=(0, 1)).round(), a[-(h // 3):].mean(axis=(0, 1)).round()
+
+
+def test_exif_orientation_is_applied_exactly_once(tmp_store, tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "turned.jpg").write_bytes(_red_blue_jpeg())
+    rep = ingest(tmp_store, folder=str(tmp_path / "p"))
+    assert rep.counts["converted"] == {"EXIF rotation": 1}
+    row = tmp_store.sql("SELECT width, height, format, meta, bytes FROM images").to_pylist()[0]
+    # Stored upright (portrait), lossless from the decoded JPEG, with no orientation left in the bytes.
+    assert (row["width"], row["height"], row["format"]) == (20, 40, "PNG")
+    assert json.loads(row["meta"]) == {"converted": "rgb_png", "exif_orientation": 6, "original_format": "JPEG",
+                                       "original_mode": "RGB"}
+    stored_im = Image.open(io.BytesIO(row["bytes"]))
+    assert stored_im.getexif().get(0x0112) is None
+    from PIL import ImageOps
+
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(_red_blue_jpeg())))
+    assert np.array_equal(np.asarray(stored_im), np.asarray(upright))
+    # The model sees red on top, blue below (applied twice it would be upside down; never, left/right).
+    (seen,) = _model_view(tmp_store, (16, 16))
+    top, bottom = _top_bottom(seen)
+    assert seen.size == (16, 16)
+    assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60, (top, bottom)
+    assert np.array_equal(np.asarray(seen), np.asarray(upright.resize((16, 16), Image.BICUBIC)))
+    # Bytes that still carry the tag (written to the store without ingest) are turned by the engine, once.
+    from curator.engines.work import decode_resize
+
+    raw = decode_resize(_red_blue_jpeg(), (16, 16), None)
+    assert np.array_equal(np.asarray(raw), np.asarray(seen))
+    t, b = _top_bottom(decode_resize(_red_blue_jpeg(size=(800, 400)), (16, 16), None))   # the draft path
+    assert t[0] > 200 and b[2] > 200, (t, b)
+
+
+def test_upright_and_orientation_1_jpegs_keep_their_bytes(tmp_store, tmp_path):
+    (tmp_path / "p").mkdir()
+    for name, o in (("none.jpg", None), ("one.jpg", 1)):
+        (tmp_path / "p" / name).write_bytes(_red_blue_jpeg(orientation=o))
+    ingest(tmp_store, folder=str(tmp_path / "p"))
+    rows = tmp_store.sql("SELECT uri, width, height, format, meta, bytes FROM images ORDER BY uri").to_pylist()
+    for r in rows:
+        assert r["bytes"] == (tmp_path / "p" / os.path.basename(r["uri"])).read_bytes()
+        assert (r["width"], r["height"], r["format"], r["meta"]) == (40, 20, "JPEG", "{}")
+
+
+def test_large_photo_is_stored_whole_and_resized_by_the_engine(tmp_store, tmp_path):
+    (tmp_path / "p").mkdir()
+    rng = np.random.default_rng(0)
+    big = Image.fromarray(rng.integers(0, 255, (60, 90, 3), dtype=np.uint8)).resize((1800, 1200), Image.NEAREST)
+    b = io.BytesIO()
+    big.save(b, "JPEG", quality=90)
+    (tmp_path / "p" / "big.jpg").write_bytes(b.getvalue())
+    ingest(tmp_store, folder=str(tmp_path / "p"))
+    row = tmp_store.sql("SELECT width, height, format, bytes FROM images").to_pylist()[0]
+    assert (row["width"], row["height"], row["format"], row["bytes"]) == (1800, 1200, "JPEG", b.getvalue())
+    (seen,) = _model_view(tmp_store, (64, 64))
+    full = Image.open(io.BytesIO(b.getvalue())).convert("RGB").resize((64, 64), Image.BICUBIC)
+    assert seen.size == (64, 64)   # decoded at 1/8 scale (225x150), then resized: close to a full decode
+    assert np.abs(np.asarray(seen, dtype=int) - np.asarray(full, dtype=int)).mean() < 6
+    (dyn,) = _model_view_pixels(tmp_store, 128 * 128)
+    assert dyn.width * dyn.height <= 128 * 128 and abs(dyn.width / dyn.height - 1.5) < 0.02
+
+
+def _model_view_pixels(store, max_pixels):
+    from curator.engines.work import decode_resize
+
+    data = store.sql("SELECT bytes FROM images").column(0).to_pylist()
+    return [decode_resize(d, None, max_pixels) for d in data]
+
+
+def test_animated_files_keep_their_first_frame(tmp_store, tmp_path):
+    (tmp_path / "p").mkdir()
+    frames = [Image.new("RGB", (12, 10), c) for c in ((250, 0, 0), (0, 250, 0), (0, 0, 250))]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    frames[0].save(tmp_path / "p" / "anim.png", save_all=True, append_images=frames[1:], duration=50)   # APNG
+    frames[0].save(tmp_path / "p" / "anim.webp", save_all=True, append_images=frames[1:], duration=50,
+                   lossless=True)
+    (tmp_path / "p" / "anim.gif").write_bytes((tmp_path / "a.gif").read_bytes())
+    rep = ingest(tmp_store, folder=str(tmp_path / "p"))
+    assert rep.counts["images_added"] == 1 and rep.counts["duplicates_in_input"] == 2   # same first frame
+    row = tmp_store.sql("SELECT uri, width, height, format, meta, bytes FROM images").to_pylist()[0]
+    meta = json.loads(row["meta"])
+    assert (meta["frames"], meta["kept_frame"], meta["converted"]) == (3, 0, "rgb_png")
+    im = Image.open(io.BytesIO(row["bytes"]))
+    assert (im.format, getattr(im, "n_frames", 1), im.size) == ("PNG", 1, (12, 10))
+    assert np.unique(np.asarray(im).reshape(-1, 3), axis=0).tolist() == [[250, 0, 0]]
+    for name in ("anim.gif", "anim.webp", "anim.png"):
+        _, w, h, fmt, extra = normalize_image((tmp_path / "p" / name).read_bytes())
+        assert (w, h, fmt, extra["frames"], extra["kept_frame"]) == (12, 10, "PNG", 3, 0), name
+
+
+def test_mpo_camera_jpeg_keeps_its_bytes(tmp_store, tmp_path):
+    b = io.BytesIO()
+    Image.new("RGB", (16, 12), (10, 200, 30)).save(b, "MPO", save_all=True,
+                                                   append_images=[Image.new("RGB", (8, 6), (0, 0, 0))])
+    out, w, h, fmt, extra = normalize_image(b.getvalue())
+    assert (out, w, h, fmt) == (b.getvalue(), 16, 12, "JPEG")
+    assert extra == {"frames": 2, "kept_frame": 0, "original_format": "MPO"}
+
+
+def test_heic_without_a_plugin_is_refused_with_the_fix(tmp_store, tmp_path):
+    fake = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
+    with pytest.raises(Rejected) as e:
+        normalize_image(fake)
+    assert (e.value.reason, e.value.detail) == (
+        "not_an_image", "HEIC/HEIF: Pillow needs the pillow-heif plugin (pip install pillow-heif), or convert to JPEG")
+
+
+def test_summary_of_an_uncaptioned_folder(tmp_store, tmp_path):
+    make_folder(tmp_path / "imgs", n=3)
+    lines = ingest(tmp_store, folder=str(tmp_path / "imgs")).summary_lines()
+    assert lines[3:7] == ["  captions added      0   (already in store: 0)",
+                          "  without a caption   3   (kept; `curator recaption` writes their captions)",
+                          "  rejected images     0", "  caption problems    0"]

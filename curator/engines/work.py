@@ -80,10 +80,18 @@ def model_input_size(ckpt: str) -> tuple[tuple[int, int] | None, int | None]:
 
 
 def decode_resize(data: bytes, image_size, max_pixels):
-    from PIL import Image
+    """The pixels the model sees: frame 0, EXIF orientation applied, RGB, resized for the checkpoint — to
+    image_size (width, height), or down to max_pixels keeping the aspect ratio. Ingest stores images upright
+    with no EXIF orientation left in the bytes, so here the transpose is a no-op for them; it matters only
+    for bytes that entered the store another way, and either way it happens exactly once. A large JPEG is
+    decoded at a reduced scale (Image.draft: the decoder's DCT scaling to 1/2, 1/4 or 1/8, never below the
+    target size), so a 24-megapixel photo never becomes 72 MB of pixels just to be shrunk to 448 px."""
+    from PIL import Image, ImageOps
 
     im = Image.open(io.BytesIO(data))
-    im.load()
+    if im.format in ("JPEG", "MPO"):
+        _draft(im, image_size, max_pixels)
+    im = ImageOps.exif_transpose(im)   # loads frame 0; returns the image itself when upright
     im = im.convert("RGB") if im.mode != "RGB" else im
     if image_size and im.size != tuple(image_size):
         im = im.resize(tuple(image_size), Image.BICUBIC)
@@ -91,6 +99,24 @@ def decode_resize(data: bytes, image_size, max_pixels):
         s = (max_pixels / (im.width * im.height)) ** 0.5
         im = im.resize((max(28, int(im.width * s)), max(28, int(im.height * s))), Image.BICUBIC)
     return im
+
+
+def _draft(im, image_size, max_pixels) -> None:
+    """Ask the JPEG decoder for the smallest DCT scale still at least the target size (in stored orientation)."""
+    w, h = im.size
+    if image_size:
+        tw, th = image_size
+    elif max_pixels and w * h > max_pixels:
+        s = (max_pixels / (w * h)) ** 0.5
+        tw, th = max(28, int(w * s)), max(28, int(h * s))
+    else:
+        return
+    from PIL import ExifTags
+
+    if im.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):   # turned by 90°: stored axes swapped
+        tw, th = th, tw
+    if w >= 2 * tw and h >= 2 * th:
+        im.draft("RGB", (tw, th))
 
 
 def _now():
