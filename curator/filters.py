@@ -32,29 +32,40 @@ from curator.errors import InputError
 # ------------------------------------------------------------------------------------------ config
 
 # Each filter: score parameters (change the score → recompute) and thresholds (change keep only).
+# The defaults are chosen on a labelled set of healthy and degenerate captions (curator/world/filter_cases.py,
+# bench/bench_filters.py, docs/filters.md): each filter drops ≤ 1% of healthy short, long and very long captions
+# and catches ≥ 95% of its own defect. n-grams are 10 words long: templated captions repeat 3-7-word phrases
+# ("is left of the") dozens of times, a loop repeats everything.
 DEFAULTS: dict[str, dict[str, dict]] = {
     "repetition": {"score": {}, "threshold": {}},                         # score = sentence k cut at (0 = none)
-    "ngram": {"score": {"n": 3}, "threshold": {"max_repeat": 0.5}},       # share of repeated word n-grams
-    "length": {"score": {}, "threshold": {"min_words": 5, "max_words": 400}},
+    "ngram": {"score": {"n": 10}, "threshold": {"max_repeat": 0.15}},     # share of repeated word n-grams
+    "length": {"score": {}, "threshold": {"min_words": 5, "max_words": 1000}},
     "truncation": {"score": {}, "threshold": {}},                         # 1 = generation hit max_new_tokens
     "charset": {"score": {"charset": "latin"}, "threshold": {"max_bad_fraction": 0.0}},
-    "template": {"score": {}, "threshold": {"max_fraction": 0.05, "min_count": 5}},  # images sharing the text
+    "template": {"score": {}, "threshold": {"max_fraction": 0.01, "min_count": 5}},  # images sharing the text
     "grounding": {"score": {"blank": "gray"}, "threshold": {"min_gain": 0.0}},      # nats/token the image adds
     "clip": {"score": {"model": "", "weights": ""}, "threshold": {"min_similarity": 0.2}},
 }
+# A filter whose scoring rule changed without a parameter changing: the version enters score_hash, so scores
+# stored under the old rule are recomputed instead of reused (2: charset counts mojibake pairs).
+SCORE_RULE = {"charset": 2}
 TEXT_FILTERS = ["repetition", "ngram", "length", "truncation", "charset", "template"]
 MODEL_FILTERS = ["grounding", "clip"]
 ALL_FILTERS = TEXT_FILTERS + MODEL_FILTERS
 
 # Characters a caption may hold. "latin": printable ASCII, tab/newline, Latin-1 + Latin Extended-A/B, and
-# typographic punctuation (curly quotes, dashes, ellipsis) — what an English captioner legitimately writes.
+# typographic punctuation (curly quotes, dashes, ellipsis) — what an English captioner legitimately writes —
+# and no mojibake: a Latin-1 lead byte (Â..ô) read before a continuation byte (U+0080..U+00BF) or a cp1252
+# punctuation mark ("Ã©" for "é", "â€™" for "’") counts as one bad match.
 # "printable": any character except control characters and U+FFFD (the decoder's "broken bytes" mark).
+# cp1252's punctuation, as a UTF-8 continuation byte decodes under Windows-1252
+_CP1252 = "ŒœŠšŸŽžƒˆ˜–—‘’‚“”„†‡•…‰‹›€™"
 CHARSETS_PY = {
-    "latin": re.compile("[^\\x20-\\x7E\\n\\t\\u00A0-\\u024F\\u2010-\\u2027]"),
+    "latin": re.compile(f"[\\u00C2-\\u00F4][\\u0080-\\u00BF{_CP1252}]|[^\\x20-\\x7E\\n\\t\\u00A0-\\u024F\\u2010-\\u2027]"),
     "printable": re.compile("[\\x00-\\x08\\x0B-\\x1F\\x7F-\\x9F\\uFFFD]"),
 }
-CHARSETS_SQL = {   # the same classes in RE2 syntax (DuckDB)
-    "latin": "[^\\x{20}-\\x{7E}\\n\\t\\x{A0}-\\x{24F}\\x{2010}-\\x{2027}]",
+CHARSETS_SQL = {   # the same classes in RE2 syntax (DuckDB, Arrow)
+    "latin": f"[\\x{{C2}}-\\x{{F4}}][\\x{{80}}-\\x{{BF}}{_CP1252}]|[^\\x{{20}}-\\x{{7E}}\\n\\t\\x{{A0}}-\\x{{24F}}\\x{{2010}}-\\x{{2027}}]",
     "printable": "[\\x{00}-\\x{08}\\x{0B}-\\x{1F}\\x{7F}-\\x{9F}\\x{FFFD}]",
 }
 
@@ -67,7 +78,8 @@ class FilterConfig:
 
     @property
     def score_hash(self) -> str:
-        return schema.config_hash({"filter": self.name, **self.score})
+        rule = {"rule": SCORE_RULE[self.name]} if self.name in SCORE_RULE else {}
+        return schema.config_hash({"filter": self.name, **self.score, **rule})
 
     @property
     def config(self) -> dict:
@@ -110,7 +122,11 @@ def make_configs(filters: list[str] | None = None, thresholds: dict | None = Non
             except ValueError:
                 raise InputError(f"{key}={value} is not a {type(cur).__name__}", "", f"e.g. {key}={cur}") from None
     if "charset" in cfgs and cfgs["charset"].score["charset"] not in CHARSETS_PY:
-        raise InputError(f"unknown charset {cfgs['charset'].score['charset']!r}", f"choose {sorted(CHARSETS_PY)}", "")
+        raise InputError(f"unknown charset {cfgs['charset'].score['charset']!r}", f"choose {sorted(CHARSETS_PY)}",
+                         "e.g. --param charset.charset=printable")
+    if "ngram" in cfgs and not 1 <= cfgs["ngram"].score["n"] <= 64:
+        raise InputError(f"ngram.n={cfgs['ngram'].score['n']} is not supported", "an n-gram is 1 to 64 words",
+                         f"e.g. --param ngram.n={DEFAULTS['ngram']['score']['n']}")
     return cfgs
 
 
@@ -159,6 +175,7 @@ def ngram_repeat(text: str, n: int = 3) -> float:
 
 
 def bad_char_fraction(text: str, charset: str = "latin") -> float:
+    """Matches of the charset's bad pattern (a character outside it, or a mojibake pair) per character."""
     if not text:
         return 0.0
     return len(CHARSETS_PY[charset].findall(text)) / len(text)
@@ -252,14 +269,44 @@ def _distinct_per_row(r, c, n_rows: int, c_bits: int):
     return np.bincount(packed[~pd.Series(packed).duplicated().to_numpy()] >> c_bits, minlength=n_rows)
 
 
+_MIX = (0x9E3779B97F4A7C15, 0xD6E8FEB86659FD93)   # odd 64-bit constants: n-gram hash, caption salt
+
+
+def _distinct_ngrams(row, ids, n: int, n_rows: int):
+    """Distinct word n-grams per caption. An n-gram is a 64-bit polynomial hash of its word ids (Horner with an
+    odd multiplier, wrapping mod 2**64) salted with its caption; two different n-grams share a key with
+    probability ~2**-64 per pair, so the count equals the exact one (the Python reference; a test compares)."""
+    import numpy as np
+
+    L = len(ids) - n + 1
+    if L <= 0:
+        return np.zeros(n_rows, np.int64)
+    w = ids.astype(np.uint64) + np.uint64(1)
+    mult = np.uint64(_MIX[0])
+    code = w[:L].copy()
+    for j in range(1, n):
+        code *= mult
+        code += w[j:j + L]
+    valid = row[:L] == row[n - 1:]             # the n words lie in one caption
+    r = row[:L][valid]
+    key = code[valid] ^ (r.astype(np.uint64) * np.uint64(_MIX[1]))
+    try:
+        import pandas as pd
+        first = ~pd.Series(key).duplicated().to_numpy()
+    except ImportError:
+        first = np.zeros(len(key), bool)
+        first[np.unique(key, return_index=True)[1]] = True
+    return np.bincount(r[first], minlength=n_rows)
+
+
 def text_scores(table: pa.Table, cfgs: dict[str, FilterConfig], chunk: int = 1024) -> pa.Table:
     """Per-caption text scores of `table` (caption_id, text, finish_reason), vectorized with Arrow compute +
     numpy — what run_filters uses. Columns: caption_id, rep_flag (a sentence repeats; the exact cut point is
     computed in Python for the few flagged rows) and one DOUBLE per filter in cfgs. Same values as score_text.
 
     How: words and sentences are split by Arrow and dictionary-encoded, so every later step is integer work;
-    an n-gram is an exact integer code of its word ids, and "distinct per caption" is a hash pass over packed
-    (caption, code) pairs. Chunked (1,024 captions) because full-column temporaries thrash the cache."""
+    an n-gram is a 64-bit hash of its word ids, and "distinct per caption" is a hash pass over (caption, n-gram)
+    keys. Chunked (1,024 captions) because full-column temporaries thrash the cache."""
     import numpy as np
     import pyarrow.compute as pc
 
@@ -270,9 +317,6 @@ def text_scores(table: pa.Table, cfgs: dict[str, FilterConfig], chunk: int = 102
         cols["rep_flag"] = []
     n = int(cfgs["ngram"].score["n"]) if "ngram" in cfgs else 0
     if "ngram" in cfgs:
-        if not 1 <= n <= 3:
-            raise InputError(f"ngram.n={n} is not supported", "n-gram codes are exact integers for n = 1..3",
-                             "use ngram.n=2 or 3")
         cols["ngram"] = []
     if "length" in cfgs:
         cols["length"] = []
@@ -285,21 +329,7 @@ def text_scores(table: pa.Table, cfgs: dict[str, FilterConfig], chunk: int = 102
             if "length" in cfgs:
                 cols["length"].append(nw.astype(np.float64))
             if "ngram" in cfgs:
-                distinct = np.zeros(m, np.int64)
-                L = len(ids) - n + 1
-                if L > 0:
-                    V = int(ids.max()) + 1
-                    code = ids[:L].copy()
-                    for j in range(1, n):
-                        code = code * V + ids[j:j + L]
-                    valid = row[:L] == row[n - 1:]
-                    bits = max(1, int(V ** n - 1).bit_length())
-                    if bits + max(1, m.bit_length()) <= 62:
-                        distinct = _distinct_per_row(row[:L][valid], code[valid], m, bits)
-                    else:   # a huge vocabulary in one chunk: Arrow's hash group-by instead
-                        g = pa.table({"r": row[:L][valid], "c": code[valid]}).group_by("r", use_threads=False) \
-                            .aggregate([("c", "count_distinct")])
-                        distinct[g.column("r").to_numpy()] = g.column("c_count_distinct").to_numpy()
+                distinct = _distinct_ngrams(row, ids, n, m)
                 total = np.maximum(nw - (n - 1), 0)
                 cols["ngram"].append(np.where(total > 0, 1.0 - distinct / np.maximum(total, 1), 0.0))
         if "repetition" in cfgs:
@@ -336,13 +366,12 @@ def text_scores_sql(con, table: pa.Table, cfgs: dict[str, FilterConfig]) -> pa.T
     if "length" in cfgs:
         cols.append("len(w)::DOUBLE AS length")
     if "truncation" in cfgs:
-        cols.append("CASE WHEN finish_reason = 'length' THEN 1.0 ELSE 0.0 END AS truncation")
+        cols.append("CASE WHEN finish_reason = 'length' THEN 1.0 ELSE 0.0 END::DOUBLE AS truncation")
     if "charset" in cfgs:
         rx = CHARSETS_SQL[cfgs["charset"].score["charset"]]
-        # regexp_matches first: the replace (slow) only runs on the rare caption that has a bad character.
+        # regexp_matches first: the extraction (slow) only runs on the rare caption that has a bad character.
         cols.append(f"CASE WHEN regexp_matches(text, '{rx}') THEN "
-                    f"(length(text) - length(regexp_replace(text, '{rx}', '', 'g')))::DOUBLE / length(text) "
-                    f"ELSE 0.0 END AS charset")
+                    f"len(regexp_extract_all(text, '{rx}'))::DOUBLE / length(text) ELSE 0.0 END AS charset")
     q = f"""
         SELECT {', '.join(cols)} FROM (
           SELECT caption_id, coalesce(text, '') AS text, finish_reason,
@@ -390,6 +419,35 @@ def keep_reason_sql(name: str, t: dict) -> tuple[str, str]:
         return (f"score >= {m!r}", f"CASE WHEN score >= {m!r} THEN '' ELSE "
                 f"printf('clip: similarity %.3f < %.3f', score, {m!r}) END")
     raise InputError(f"unknown filter {name!r}", f"filters are {', '.join(ALL_FILTERS)}", "pick from those")
+
+
+def judge(table: pa.Table, cfgs: dict[str, FilterConfig] | None = None) -> pa.Table:
+    """Scores and keep flags for captions held in memory, no store: `table` has caption_id, text, finish_reason
+    (and image_id, kind for the template filter). Returns caption_id, then per filter `<name>` (its score) and
+    `keep_<name>` — the same scores and thresholds run_filters stores (bench/bench_filters.py and the tests judge
+    the filters on a labelled set with it)."""
+    import duckdb
+    import pyarrow.compute as pc
+
+    cfgs = cfgs or make_configs()
+    text_cfgs = {k: v for k, v in cfgs.items() if k in ("repetition", "ngram", "length", "truncation", "charset")}
+    scored = text_scores(table.select(["caption_id", "text", "finish_reason"]), text_cfgs)
+    if "repetition" in text_cfgs:
+        scored = _exact_repetition(scored, table)
+    if "template" in cfgs:
+        scored = scored.append_column("template", template_counts(table))
+        _template_limit(cfgs["template"], len(pc.unique(table.column("image_id"))))
+    con = duckdb.connect()
+    con.register("_scored", scored)
+    out = pa.table({"caption_id": scored.column("caption_id")})
+    try:
+        for name in [n for n in cfgs if n in scored.column_names]:
+            keep, _ = keep_reason_sql(name, cfgs[name].threshold)
+            k = con.sql(f'SELECT ({keep}) AS k FROM (SELECT "{name}" AS score FROM _scored)').to_arrow_table()
+            out = out.append_column(name, scored.column(name)).append_column(f"keep_{name}", k.column("k"))
+    finally:
+        con.close()
+    return out
 
 
 # ------------------------------------------------------------------------------------- the run
