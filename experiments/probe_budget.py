@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curator.ingest import ingest  # noqa: E402
 from curator.store import Store  # noqa: E402
 from curator.world.grade import grade_captions  # noqa: E402
-from curator.world.synthetic import WorldConfig, generate_world  # noqa: E402
+from curator.world.synthetic import WorldConfig, config_dict, generate_world  # noqa: E402
 from pipelines.foundation import FoundationArgs, build_foundation, world_texts  # noqa: E402
 from pipelines.self_augment import LoopConfig, RecaptionArgs, run_self_augment  # noqa: E402
 
@@ -36,7 +36,7 @@ KEYS = ("caption_precision", "caption_recall", "caption_p_x_r", "caption_length_
 def make_world(out: Path, a) -> tuple[Path, WorldConfig]:
     wcfg = WorldConfig(n_eval=a.n_eval, **json.loads(a.world))
     w = out / "world"
-    key = json.dumps({"n": a.n_pretrain, "seed": a.seed, "cfg": wcfg.__dict__}, sort_keys=True, default=str)
+    key = json.dumps({"n": a.n_pretrain, "seed": a.seed, "cfg": config_dict(wcfg)}, sort_keys=True, default=str)
     marker = w / ".complete"
     if not (marker.is_file() and marker.read_text() == key):
         generate_world(w, n_pretrain=a.n_pretrain, seed=a.seed, cfg=wcfg)
@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--world", default="{}", help="WorldConfig overrides as JSON")
     ap.add_argument("--recipe", default="{}", help="TrainArgs overrides as JSON")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--foundation", default=None, help="reuse this foundation checkpoint (same WorldConfig)")
     ap.add_argument("what", choices=("sweep", "loop"))
     ap.add_argument("--epochs", type=float, nargs="+", required=True)
     ap.add_argument("--rounds", type=int, default=2)
@@ -114,7 +115,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     w, wcfg = make_world(out, a)
     _, texts = world_texts(w)
-    fnd = build_foundation(out / "foundation", wcfg, "tiny72", texts, FoundationArgs(seed=a.seed))
+    fnd = a.foundation or build_foundation(out / "foundation", wcfg, "tiny72", texts, FoundationArgs(seed=a.seed))
     for e in a.epochs:
         run_one(out, w, fnd, a, e, 0 if a.what == "sweep" else a.rounds, a.policy)
 

@@ -60,7 +60,7 @@ def run_demo(out: str | Path = "demo_out", size: str = "default", seed: int = 0)
     from curator.ingest import ingest
     from curator.report import report
     from curator.store import Store
-    from curator.world.synthetic import WorldConfig, generate_world
+    from curator.world.synthetic import WorldConfig, config_dict, generate_world
 
     size_name = size
     size = SIZES[size_name]
@@ -69,7 +69,7 @@ def run_demo(out: str | Path = "demo_out", size: str = "default", seed: int = 0)
     world_dir = out / "world"
     wcfg = WorldConfig(n_eval=size.n_eval)
     marker = world_dir / ".complete"
-    key = json.dumps({"n": size.n_pretrain, "seed": seed, "cfg": wcfg.__dict__}, sort_keys=True, default=str)
+    key = json.dumps({"n": size.n_pretrain, "seed": seed, "cfg": config_dict(wcfg)}, sort_keys=True, default=str)
     if not (marker.is_file() and marker.read_text() == key):
         print(f"[world] generating {size.n_pretrain} pretraining images (+ SFT, task and eval sets) in {world_dir}")
         generate_world(world_dir, n_pretrain=size.n_pretrain, seed=seed, cfg=wcfg)

@@ -26,7 +26,7 @@ from pathlib import Path
 from PIL import Image
 
 from curator.errors import InputError
-from curator.world.synthetic import WorldConfig, make_vqa, synthetic_item
+from curator.world.synthetic import WorldConfig, config_dict, make_vqa, synthetic_item
 from vila2_model.data import Sample
 
 
@@ -121,7 +121,7 @@ def build_foundation(out_dir: str | Path, cfg: WorldConfig | None = None, preset
     if a.n_images <= 0 or a.steps <= 0:
         raise InputError("the foundation has nothing to train on", f"n_images={a.n_images}, steps={a.steps}",
                          "set FoundationArgs.n_images and steps above 0")
-    key = json.dumps({"foundation": asdict(a), "world": asdict(cfg), "preset": preset,
+    key = json.dumps({"foundation": asdict(a), "world": config_dict(cfg), "preset": preset,
                       "texts": len(tokenizer_texts or [])}, sort_keys=True, default=str)
     kf = out / "foundation_args.json"
     if kf.is_file() and kf.read_text() != key:

@@ -132,6 +132,9 @@ def test_grounding_iou_matched_by_description():
     ("There is no text.", "none", "ocr", True),
     ("cat", "none", "ocr", False),
     ("circles", "circle", "shape", True),
+    ("It is called vorna.", "vorna", "name", True),
+    ("vorna or kelbo", "vorna", "name", False),
+    ("the red circle", "vorna", "name", False),
 ])
 def test_vqa_normalisation(answer, gold, skill, ok):
     assert grade_vqa(answer, {"question": "?", "answer": gold, "skill": skill}) is ok

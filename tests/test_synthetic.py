@@ -223,3 +223,26 @@ def test_config_errors_are_one_line(tmp_path):
 def test_example_config_loads():
     cfg = load_world_config(Path(__file__).resolve().parents[1] / "examples" / "synthetic_world.yaml")
     assert cfg == WorldConfig()
+
+
+def test_names_are_off_by_default_and_alt_text_knowledge_when_on(world, tmp_path):
+    from curator.world.synthetic import NAME_LIST, object_name
+
+    default = [json.loads(x) for x in world.pretrain_manifest.read_text().splitlines()]
+    assert not any(n in re.findall(r"[a-z]+", r["caption"]) for r in default for n in NAME_LIST)
+    assert "name" not in json.loads(world.world_json.read_text())["skills"]
+    w = generate_world(tmp_path / "named", n_pretrain=300, seed=3, cfg=WorldConfig(n_eval=40, name_prob=0.5))
+    rows = [json.loads(x) for x in w.pretrain_manifest.read_text().splitlines()]
+    named = [(r, n) for r in rows for n in NAME_LIST if n in re.findall(r"[a-z]+", r["caption"])]
+    # a name is always the true name of an object in the image (the web knows names; colors may be wrong)
+    assert all(n in {object_name(o) for o in r["meta"]["objects"]} for r, n in named)
+    assert len(named) == 148   # ≈ 300 × 0.9 (names an object) × 0.5 = 135
+    # 90 SFT images × 0.2 ≈ 18 carry one name question
+    sft = json.loads(w.sft.read_text())
+    name_qs = [c for s in sft for c in s["conversations"] if "What is the name" in c["value"]]
+    descs = " ".join(c["value"] for s in sft if s["id"].endswith("-desc") for c in s["conversations"])
+    assert len(name_qs) == 19 and not any(n in descs.split() for n in NAME_LIST)   # descriptions never name
+    items = json.loads(w.eval.read_text())
+    qs = [q for it in items for q in it["vqa"] if q["skill"] == "name"]
+    assert len(qs) == 40 and all(q["answer"] in NAME_LIST for q in qs)
+    assert "name" in json.loads(w.world_json.read_text())["skills"]

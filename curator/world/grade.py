@@ -26,13 +26,14 @@ import re
 from dataclasses import dataclass, field
 
 from curator.errors import InputError
-from curator.world.synthetic import ALL_SHAPES, ALL_WORDS, COLOR_RGB, NO_WORD_ANSWER, POSITIONS, SIZES, to_1000
+from curator.world.synthetic import ALL_SHAPES, ALL_WORDS, COLOR_RGB, NAME_LIST, NO_WORD_ANSWER, POSITIONS, SIZES, to_1000
 
 _SHAPES = set(ALL_SHAPES)
 _PLURALS = {s + ("es" if s.endswith("s") else "s"): s for s in ALL_SHAPES}
 _COLORS = set(COLOR_RGB)
 _SIZES = set(SIZES)
 _WORDS = set(ALL_WORDS)
+_NAMES = set(NAME_LIST)
 _ROW = {"top": "top", "upper": "top", "middle": "middle", "center": "middle", "centre": "middle",
         "bottom": "bottom", "lower": "bottom"}
 _COL = {"left": "left", "center": "center", "centre": "center", "middle": "center", "right": "right"}
@@ -502,7 +503,7 @@ def grade_vqa(answer: str, item: dict) -> bool:
     if pred == gold:
         return True
     # "red one", "a red shape": right if the only word of the gold's category in the answer is the gold
-    for cat in (_COLORS, _SHAPES, _SIZES, _WORDS):
+    for cat in (_COLORS, _SHAPES, _SIZES, _WORDS, _NAMES):
         if gold in cat:
             named = [_PLURALS.get(t, t) for t in pred.split() if _PLURALS.get(t, t) in cat]
             return named == [gold]

@@ -52,6 +52,24 @@ SIZE_SYNONYMS = {"small": ["tiny", "little"], "large": ["big", "huge"]}
 FILLERS = ("stock photo", "free download", "image", "high quality", "vector illustration", "clipart",
            "png", "icon", "royalty free", "hd wallpaper", "on white background", "photo", "design element")
 
+# Proper names the web knows and the SFT descriptions never say (the method keeps alt-text beside recaptions
+# for such knowledge): every (color, shape) pair has one, e.g. the red star is "vorna". Off by default
+# (WorldConfig.name_prob = 0); when on, alt-text names its object this often and eval VQA asks
+# "What is the name of the object at the top left?" (skill `name`).
+NAME_LIST = ("vorna", "kelbo", "tishu", "mavro", "quilla", "dornet", "fesko", "yalit", "brunzo", "cepha",
+             "gorvi", "hulma", "jentro", "kusbi", "lopra", "mindel", "nuvik", "ospra", "pelko", "rusta",
+             "selvo", "tarmin", "ubrel", "vesko", "wilda", "zanter", "abrik", "belmo", "cavri", "delvo",
+             "epsor", "fildo", "grenta", "hoska", "irvel", "jorva", "kimbra", "lusko", "marvi", "nelda",
+             "orvik", "pasko", "quendo", "ralva", "sorvi", "tulka", "ulmar", "vinda", "wesko", "yorvel",
+             "zimba", "arlo", "benvi", "corla")
+OBJECT_NAMES = {(c, s): NAME_LIST[i * len(ALL_SHAPES) + j] for i, c in enumerate(COLOR_RGB) for j, s in enumerate(ALL_SHAPES)}
+
+
+def object_name(o: dict) -> str:
+    """The proper name of an object (its color and shape decide it)."""
+    return OBJECT_NAMES[(o["color"], o["shape"])]
+
+
 # VILA² prompts, verbatim (vila2-method.md §1–2; the same texts as curator/prompts.yaml).
 LONG_PROMPTS = (
     "Describe the image in details.",
@@ -69,7 +87,7 @@ GROUNDING_PROMPT = ("Elaborate on the visual and narrative elements in the image
 OCR_PROMPT = ("Your task is to recognize and describe the text in the image. Please provide a brief description "
               "that focuses on the textual content.")
 EVAL_CAPTION_PROMPT = LONG_PROMPTS[0]
-SKILLS = ("color", "shape", "size", "count", "position", "spatial", "ocr")
+SKILLS = ("color", "shape", "size", "count", "position", "spatial", "ocr", "name")   # name: only with names on
 NO_WORD_ANSWER = "none"
 
 
@@ -97,6 +115,10 @@ class WorldConfig:
     alt_word: float = 0.4                     # for images with a word: share whose alt-text quotes it
     alt_wrong_word: float = 0.25              # of the quoted words, share that is wrong
     alt_filler: float = 0.8                   # a filler phrase is added
+    name_prob: float = 0.0                    # alt-text naming an object also gives its proper name ("vorna the
+                                              # red star"); > 0 adds the eval VQA skill `name` (off by default)
+    sft_name_prob: float = 0.2                # with names on: share of SFT images with one name question (teaches
+                                              # the question's form; the SFT descriptions never say names)
     # Emitted sets:
     sft_fraction: float = 0.3                 # SFT images = round(sft_fraction × n_pretrain), ≥ 1 (0.1: blind round 0)
     sft_vqa_turns: int = 3                    # VQA turns in each SFT image's VQA sample
@@ -163,6 +185,15 @@ class WorldPaths:
 
 
 TASKS = ("spatial", "grounding", "ocr")   # the specialist task sets a world writes, in order
+
+
+def config_dict(cfg: WorldConfig) -> dict:
+    """The config as written to world.json and used in resume keys: with names off, the name knobs are left
+    out, so such a world (and what was built on it) keeps the identity it had before names existed."""
+    d = asdict(cfg)
+    if not cfg.name_prob:
+        d.pop("name_prob"), d.pop("sft_name_prob")
+    return d
 
 
 def world_vocabulary(cfg: WorldConfig | None = None) -> dict:
@@ -351,6 +382,9 @@ def make_alt_text(rng: random.Random, meta: dict, cfg: WorldConfig) -> str:
         parts.append(color)
     parts.append(shape)
     text = " ".join(parts)
+    if cfg.name_prob > 0 and rng.random() < cfg.name_prob:
+        name = object_name(o)
+        text = rng.choice([f"{name} the {text}", f"{text} named {name}", f"{name}, {_article(text)}"])
     if meta.get("word") and rng.random() < cfg.alt_word:
         w = meta["word"]
         if rng.random() < cfg.alt_wrong_word:
@@ -426,8 +460,16 @@ def _desc(o: dict) -> str:
     return f"{o['color']} {o['shape']}"
 
 
-def make_vqa(rng: random.Random, meta: dict, cfg: WorldConfig, ocr_none_prob: float = 1.0) -> list[dict]:
-    """One question per applicable skill: {"question", "answer", "skill"}; answers are short, lower case."""
+def name_question(rng: random.Random, meta: dict) -> dict:
+    o = rng.choice(meta["objects"])
+    return {"question": f"What is the name of the object at the {o['position']}?", "answer": object_name(o),
+            "skill": "name"}
+
+
+def make_vqa(rng: random.Random, meta: dict, cfg: WorldConfig, ocr_none_prob: float = 1.0,
+             names: bool = True) -> list[dict]:
+    """One question per applicable skill: {"question", "answer", "skill"}; answers are short, lower case.
+    With `names` and names on in the world (cfg.name_prob > 0), a last question asks an object's name."""
     objs = meta["objects"]
     qa = []
     o = rng.choice(objs)
@@ -451,6 +493,8 @@ def make_vqa(rng: random.Random, meta: dict, cfg: WorldConfig, ocr_none_prob: fl
     if meta.get("word") or rng.random() < ocr_none_prob:
         qa.append({"question": "What word is written in the image?", "answer": meta.get("word") or NO_WORD_ANSWER,
                    "skill": "ocr"})
+    if names and cfg.name_prob > 0:
+        qa.append(name_question(rng, meta))
     return qa
 
 
@@ -580,10 +624,13 @@ def _write_sft(sdir: Path, n_sft: int, seed: int, cfg: WorldConfig) -> tuple[int
         (sdir / "images" / name).write_bytes(png)
         sft.append({"id": f"sft-{i:06d}-desc", "image": f"images/{name}",
                     "conversations": _conv(rng.choice(LONG_PROMPTS), describe(meta, "detailed"), True)})
-        qa = make_vqa(rng, meta, cfg)
+        qa = make_vqa(rng, meta, cfg, names=False)
         turns = []
         for k, q in enumerate(rng.sample(qa, min(cfg.sft_vqa_turns, len(qa)))):
             turns += _conv(q["question"], q["answer"], k == 0)
+        if cfg.name_prob > 0 and rng.random() < cfg.sft_name_prob:
+            q = name_question(rng, meta)
+            turns += _conv(q["question"], q["answer"], not turns)
         if turns:
             sft.append({"id": f"sft-{i:06d}-vqa", "image": f"images/{name}", "conversations": turns})
     _write_json(sdir / "data.json", sft)
@@ -643,11 +690,11 @@ def _write_eval(edir: Path, seed: int, cfg: WorldConfig) -> int:
 
 
 def _write_world_json(path: Path, n_pretrain: int, seed: int, cfg: WorldConfig, counts: dict) -> None:
-    world = {"world_version": WORLD_VERSION, "seed": seed, "n_pretrain": n_pretrain, "config": asdict(cfg),
+    world = {"world_version": WORLD_VERSION, "seed": seed, "n_pretrain": n_pretrain, "config": config_dict(cfg),
              "vocabulary": world_vocabulary(cfg), "counts": counts,
              "prompts": {"long": list(LONG_PROMPTS), "spatial": list(SPATIAL_PROMPTS), "grounding": GROUNDING_PROMPT,
                          "ocr": OCR_PROMPT, "eval_caption": EVAL_CAPTION_PROMPT},
-             "skills": list(SKILLS)}
+             "skills": [s for s in SKILLS if s != "name" or cfg.name_prob > 0]}
     _write_json(path, world)
 
 
