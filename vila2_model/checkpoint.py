@@ -51,12 +51,14 @@ def content_hash(ckpt_dir: str | Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(model, processor, out_dir: str | Path, meta: dict | None = None) -> str:
+def save_checkpoint(model, processor, out_dir: str | Path, meta: dict | None = None, state_dict: dict | None = None) -> str:
     """Save model + processor (tokenizer, image processor, chat template) in HF format; returns the content hash.
-    `meta` (stage, args, data, timings) goes to vila2_train.json, which the hash ignores."""
+    `meta` (stage, args, data, timings) goes to vila2_train.json, which the hash ignores. `state_dict`: the
+    weights to write instead of the module's own (a ZeRO-3 run's gathered weights: its module holds only
+    this rank's partition)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
+    model.save_pretrained(str(out), **({"state_dict": state_dict} if state_dict is not None else {}))
     processor.save_pretrained(str(out))
     h = content_hash(out)
     (out / "vila2_train.json").write_text(json.dumps({**(meta or {}), "content_hash": h}, indent=1, default=str))
