@@ -119,12 +119,22 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def _specialist_sql(first: str = "original") -> str:
-    """specialist-qa (first turn = the original caption, as the method describes) or concat-specialist-qa
-    (first turn = the concat target, so the self-augmented recaption stays in the data)."""
+def question_pools(prompts_file: str | None = None) -> dict[str, list[str]]:
+    """The specialist question pools a specialist-qa build draws from: the packaged ones, plus (and overridden
+    by) those of a user prompts YAML — so a file that adds one specialist keeps the built-in ones."""
     from curator.prompts import load_prompts
 
-    pools = load_prompts().pools
+    pools = dict(load_prompts().pools)
+    if prompts_file:
+        pools.update(load_prompts(prompts_file).pools)
+    return pools
+
+
+def _specialist_sql(first: str = "original", prompts_file: str | None = None) -> str:
+    """specialist-qa (first turn = the original caption, as the method describes) or concat-specialist-qa
+    (first turn = the concat target, so the self-augmented recaption stays in the data). The pools are written
+    into the SQL, so the manifest's SQL alone reproduces the build."""
+    pools = question_pools(prompts_file)
     values = ",\n    ".join(f"({_sql_str(k)}, {i}, {_sql_str(q)})"
                             for k in sorted(pools) for i, q in enumerate(pools[k]))
     if first == "concat":
@@ -141,7 +151,8 @@ def _specialist_sql(first: str = "original") -> str:
 {head}
 -- (latest per specialist kind with round <= $round): the question is drawn from the specialist's pool
 -- and the specialists are shuffled per sample, both by md5 of ($seed, image_id, kind). To add a
--- specialist, add its question rows to `pools`. An image with no caption for the first turn but with
+-- specialist, add its question rows to `pools` (or its question_pools entry to a prompts YAML passed as
+-- --prompts-file). A specialist kind with outputs but no pool stops the build (it is never dropped silently). An image with no caption for the first turn but with
 -- specialist outputs is its QA turns alone (source 'specialist', <image> before the first question);
 -- with neither it is not in the build. fallback = no specialist turns.
 WITH
@@ -186,15 +197,31 @@ WHERE f.text IS NOT NULL OR q.turns IS NOT NULL
 """
 
 
-def policy_sql(policy: str) -> str:
+SPECIALIST_POLICIES = ("specialist-qa", "concat-specialist-qa")
+
+
+def policy_sql(policy: str, prompts_file: str | None = None) -> str:
+    """The SQL of a named policy; `prompts_file` adds its question pools to the specialist policies'."""
     if policy == "specialist-qa":
-        return _specialist_sql()
+        return _specialist_sql(prompts_file=prompts_file)
     if policy == "concat-specialist-qa":
-        return _specialist_sql(first="concat")
+        return _specialist_sql(first="concat", prompts_file=prompts_file)
     if policy in _POLICY_SQL:
         return _POLICY_SQL[policy]
     raise InputError(f"unknown policy {policy!r}", f"choose one of {', '.join(POLICIES)}",
                      "or pass your own SELECT with --sql FILE")
+
+
+def _check_pools(store: Store, versions: dict, round: int, pools: dict) -> None:
+    """Every specialist kind with outputs up to `round` needs a question pool, or its captions would vanish."""
+    kinds = store.sql("SELECT DISTINCT kind FROM captions WHERE round <= $round AND kind NOT IN ('original', 'self') "
+                      "ORDER BY kind", at=versions, params={"round": int(round)}).column("kind").to_pylist()
+    missing = [k for k in kinds if k not in pools]
+    if missing:
+        raise InputError(f"specialist kind(s) {', '.join(missing)} have captions but no question pool",
+                         f"the specialist-qa build asks each specialist's output with a question from its pool "
+                         f"(pools: {', '.join(sorted(pools))})",
+                         "pass the prompts YAML that defines them (--prompts-file), or your own policy with --sql")
 
 
 def sql_hash(sql: str) -> str:
@@ -215,16 +242,18 @@ class BuildResult:
 
 def build(store: Store, round: int, policy: str | None = None, format: str = "parquet", out: str | None = None,
           sql: str | None = None, seed: int = 0, at=None, rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
-          overwrite: bool = False, expect_content_hash: str | None = None) -> BuildResult:
+          overwrite: bool = False, expect_content_hash: str | None = None,
+          prompts_file: str | None = None) -> BuildResult:
     """Materialise a training set with a named policy (default concat) or your own `sql` (recorded as
     policy 'custom' unless you name it). `at` reads a past state (tag, version, or {table: version})."""
     if format not in FORMATS:
         raise InputError(f"unknown format {format!r}", f"choose one of {', '.join(FORMATS)}", "e.g. --format parquet")
     if rows_per_shard < 1:
         raise InputError(f"rows_per_shard must be >= 1, got {rows_per_shard}", "", "e.g. 100000")
-    if sql is None:
+    named = sql is None
+    if named:
         policy = policy or "concat"
-        sql = policy_sql(policy)
+        sql = policy_sql(policy, prompts_file)
     else:
         policy = policy or "custom"
     import duckdb
@@ -232,6 +261,8 @@ def build(store: Store, round: int, policy: str | None = None, format: str = "pa
     check_read_only(sql)
     # Pin every table to a concrete version number: the manifest must name the exact state read.
     versions = {t: store.table(t, at=at).version for t in schema.TABLES}
+    if named and policy in SPECIALIST_POLICIES:
+        _check_pools(store, versions, round, question_pools(prompts_file))
     sh = sql_hash(sql)
     build_id = schema.sha256_hex(json.dumps(
         {"round": round, "policy": policy, "format": format, "seed": seed, "sql_hash": sh,
@@ -239,7 +270,7 @@ def build(store: Store, round: int, policy: str | None = None, format: str = "pa
     out = out or os.path.join("builds", f"round{round}-{policy}-{format}-{build_id[:8]}")
     out_abs = check_out(store, out, overwrite)
     run_id = store.start_run("build", round, {"policy": policy, "format": format, "seed": seed, "out": out,
-                                             "sql_hash": sh})
+                                             "sql_hash": sh, "prompts_file": prompts_file})
     staging = None
     try:
         staging = _start_staging(out_abs)

@@ -43,7 +43,7 @@ def collect(store, gallery_size: int = 8, at=None) -> ReportData:
     con = store.connect(at=at)
     models = con.sql(
         "SELECT model_id, round, role, stage, path, trained_on, parent_model_id, metrics, created_at "
-        "FROM models ORDER BY round, created_at").to_arrow_table().to_pylist()
+        "FROM models ORDER BY round, created_at, model_id").to_arrow_table().to_pylist()
     generalists = [m for m in models if m["role"] == "generalist" and m["stage"] == "sft"]
     specialists = [m for m in models if m["role"] != "generalist"]
 

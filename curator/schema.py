@@ -73,7 +73,8 @@ RUNS = pa.schema([
     ("error", pa.string()),
 ])
 
-MODELS = pa.schema([
+MODELS = pa.schema([             # one row per registration: a checkpoint trained in two rounds has two rows
+    ("registration_id", pa.string()),  # registration_key(model_id, round, role, stage, trained_on, parent_model_id)
     ("model_id", pa.string()),       # checkpoint content hash (== captioner id in captions)
     ("round", pa.int32()),
     ("role", pa.string()),           # generalist | spatial | grounding | ocr | ...
@@ -137,6 +138,13 @@ def caption_key(image_id: str, round: int, kind: str, captioner: str, prompt_id:
     return sha256_hex(
         f"{image_id}|{round}|{kind}|{captioner}|{prompt_id}|{sample_idx}|{transform}|{parent_caption_id}"
     )[:32]
+
+
+def registration_key(model_id: str, round: int | None, role: str, stage: str, trained_on: str,
+                     parent_model_id: str) -> str:
+    """Key of a models row: one checkpoint (model_id) may be registered for several rounds / roles / builds,
+    and each registration is a lineage fact of its own; registering the same fact again is a no-op."""
+    return sha256_hex(f"{model_id}|{round}|{role}|{stage}|{trained_on}|{parent_model_id}")[:32]
 
 
 def config_hash(config: dict) -> str:

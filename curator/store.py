@@ -29,7 +29,7 @@ STORAGE_OPTIONS_ENV = "CURATOR_STORAGE_OPTIONS"   # JSON dict, for s3:// stores 
 # The key column of each table; rows whose key already exists are skipped (failures has none: append).
 KEYS = {
     "images": "image_id", "captions": "caption_id", "verdicts": "verdict_id", "runs": "run_id",
-    "models": "model_id", "builds": "build_id", "failures": None,
+    "models": "registration_id", "builds": "build_id", "failures": None,
 }
 # Timestamp columns the store fills with "now" when a row leaves them empty.
 _NOW_COLUMNS = {"images": "ingested_at", "runs": "started_at"}
@@ -48,6 +48,26 @@ VIEWS = {
                        "ORDER BY created_at DESC, keep ASC, verdict_id DESC) = 1",
     "rejected_captions": "SELECT DISTINCT caption_id FROM latest_verdicts WHERE NOT keep",
 }
+
+
+# Tag names: letters, digits, '.', '_', '-', with at most one '/' after a namespace (a pipeline's tags are
+# `<pipeline id>/round-2`). Lance refs allow no '/', so a namespaced tag is stored as `<namespace>__<name>`;
+# '__' is therefore not allowed in a name, nor '_' next to the '/'.
+_TAG = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._\-]*[A-Za-z0-9.\-])?(/[A-Za-z0-9][A-Za-z0-9._\-]*)?$")
+
+
+def _check_tag(name: str) -> None:
+    if not isinstance(name, str) or not _TAG.match(name) or "__" in name:
+        raise InputError(f"invalid tag {name!r}", "tags are letters, digits, '.', '_' and '-' (no '__'), "
+                         "optionally after one 'namespace/'", "use e.g. round-2 or my-run/round-2")
+
+
+def _lance_tag(name: str) -> str:
+    return name.replace("/", "__")
+
+
+def _user_tag(name: str) -> str:
+    return name.replace("__", "/")
 
 
 def utcnow() -> datetime:
@@ -110,7 +130,8 @@ class Store:
             if version is None:
                 raise StoreError(f"table {table} not found in {self.uri}", msg,
                                  "check --store, or create the store with `curator ingest …`") from e
-            raise StoreError(f"table {table} has no version or tag {version!r}", msg,
+            shown = _user_tag(version) if isinstance(version, str) else version
+            raise StoreError(f"table {table} has no version or tag {shown!r}", msg,
                              "list tags with `curator rounds` and versions with Store.versions()") from e
 
     def _create(self, table: str) -> None:
@@ -259,20 +280,41 @@ class Store:
     def add_build(self, row: dict) -> None:
         self._insert_new("builds", [row], row.get("run_id"))
 
-    def register_model(self, row: dict) -> None:
+    def register_model(self, row: dict) -> str:
+        """Record one registration of a checkpoint (round, role, stage, what it was trained on, its parent);
+        returns its registration_id. Insert-only: every (checkpoint, round, role, ...) occurrence is its own row,
+        so the same checkpoint trained in two rounds stays true for both; the same registration again is a no-op."""
         row = dict(row)
         row.setdefault("metrics", "{}")
-        self._upsert("models", [row])
+        row["registration_id"] = schema.registration_key(
+            row["model_id"], row.get("round"), row.get("role") or "", row.get("stage") or "",
+            row.get("trained_on") or "", row.get("parent_model_id") or "")
+        self._models_have_registration_ids()
+        self._insert_new("models", [row], row.get("run_id"))
+        return row["registration_id"]
 
     def update_model_metrics(self, model_id: str, metrics: dict) -> None:
-        row = self._get("models", model_id)
-        if row is None:
+        """Merge eval metrics into every registration of checkpoint `model_id` (metrics belong to the weights)."""
+        if not _HEX_ID.match(model_id) and not re.match(r"^[A-Za-z0-9_.:\-]+$", model_id):
+            raise InputError(f"invalid model_id {model_id!r}", "ids are letters, digits and - _ . :",
+                             "copy the id from `curator models`")
+        self._models_have_registration_ids()
+        rows = self._open("models").to_table(filter=f"model_id = '{model_id}'").to_pylist()
+        if not rows:
             raise StoreError(f"model {model_id} is not registered", "update_model_metrics needs an existing row",
                              "call Store.register_model first")
-        merged = json.loads(row.get("metrics") or "{}")
-        merged.update(metrics)
-        row["metrics"] = json.dumps(merged, sort_keys=True)
-        self._upsert("models", [row])
+        for r in rows:
+            merged = json.loads(r.get("metrics") or "{}")
+            merged.update(metrics)
+            r["metrics"] = json.dumps(merged, sort_keys=True)
+        self._upsert("models", rows)
+
+    def _models_have_registration_ids(self) -> None:
+        """Stores made before registrations were rows of their own key models by model_id: give those rows
+        registration_id = model_id (unique there) in one added-column commit; older versions stay as they were."""
+        ds = self._open("models")
+        if "registration_id" not in ds.schema.names:
+            ds.add_columns({"registration_id": "model_id"})
 
     # ---------------------------------------------------------------- runs
     def start_run(self, kind: str, round: int | None = None, config: dict | None = None) -> str:
@@ -302,32 +344,41 @@ class Store:
     def versions(self) -> dict[str, int]:
         return {t: self._open(t).version for t in schema.TABLES}
 
-    def tag(self, name: str, replace: bool = False) -> dict[str, int]:
-        """Tag every table's current version as `name`; returns the versions tagged."""
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$", name):
-            raise InputError(f"invalid tag {name!r}", "tags are letters, digits, '.', '_' and '-'",
-                             "use e.g. round-2")
-        if name in self.tags() and not replace:
-            raise StoreError(f"tag {name} already exists", "tags name a fixed past state",
-                             "pass replace=True (CLI: --replace) to move it, or pick another name")
-        tagged = {}
-        for t in schema.TABLES:
-            ds = self._open(t)
-            if name in ds.tags.list():
-                ds.tags.update(name, ds.version)
-            else:
-                ds.tags.create(name, ds.version)
-            tagged[t] = ds.version
+    def tag(self, name: str | list[str], replace: bool = False) -> dict[str, int]:
+        """Tag every table's current version as `name` (or as each of a list of names, all naming the same
+        state); returns the versions tagged. A tag that exists is moved only with replace=True, and every
+        tag set or moved is recorded as a `runs` row (kind 'tag': names, the versions each named before, the
+        versions now), so the state a moved tag used to name stays readable (at={table: version})."""
+        names = [name] if isinstance(name, str) else list(name)
+        for n in names:
+            _check_tag(n)
+        before = self.tag_versions()
+        taken = [n for n in names if n in before]
+        if taken and not replace:
+            raise StoreError(f"tag {taken[0]} already exists", "tags name a fixed past state",
+                             "pass replace=True (CLI: --replace) to move it (the move is recorded in runs), "
+                             "or pick another name")
+        tagged = self.versions()
+        for t, v in tagged.items():
+            tags = self._open(t).tags
+            for n in names:
+                if n in before and t in before[n]:
+                    tags.update(_lance_tag(n), v)
+                else:
+                    tags.create(_lance_tag(n), v)
+        run = self.start_run("tag", None, {"tags": names, "versions": tagged,
+                                           "moved": {n: before[n] for n in taken}})
+        self.finish_run(run, "ok", counts={"created": [n for n in names if n not in before], "moved": taken})
         return tagged
 
     def tags(self) -> list[str]:
-        return sorted(self._open("captions").tags.list())
+        return sorted(_user_tag(n) for n in self._open("captions").tags.list())
 
     def tag_versions(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for t in schema.TABLES:
             for name, info in self._open(t).tags.list().items():
-                out.setdefault(name, {})[t] = info["version"]
+                out.setdefault(_user_tag(name), {})[t] = info["version"]
         return dict(sorted(out.items()))
 
     def resolve(self, at=None) -> dict[str, int | str | None]:
@@ -344,7 +395,7 @@ class Store:
         if isinstance(at, str) and at.isdigit():
             at = int(at)
         if isinstance(at, str):
-            return {t: at for t in schema.TABLES}
+            return {t: _lance_tag(at) for t in schema.TABLES}
         if isinstance(at, int):
             caps = {v["version"]: v["timestamp"] for v in self._open("captions").versions()}
             if at not in caps:

@@ -111,7 +111,9 @@ def train_specialist(store, out_dir: str | Path, stage2: str, task_data: str, ro
 
 
 def _model_row(store, model_id: str) -> dict | None:
-    rows = store.sql(f"SELECT * FROM models WHERE model_id = '{model_id}'").to_pylist() if model_id.isalnum() else []
+    """The latest registration of checkpoint model_id (a checkpoint may be registered for several rounds)."""
+    rows = store.sql(f"SELECT * FROM models WHERE model_id = '{model_id}' ORDER BY created_at DESC, trained_on "
+                     "LIMIT 1").to_pylist() if model_id.isalnum() else []
     return rows[0] if rows else None
 
 
@@ -123,7 +125,9 @@ def model_path(store, model: str) -> tuple[str, str]:
     if (p / "config.json").is_file():
         return str(p), content_hash(p)
     if model.isalnum():
-        rows = store.sql(f"SELECT model_id, path FROM models WHERE model_id LIKE '{model}%'").to_pylist()
+        # one row per checkpoint (registrations of one checkpoint share its id): its latest registered path
+        rows = store.sql(f"SELECT model_id, arg_max(path, created_at) AS path FROM models "
+                         f"WHERE model_id LIKE '{model}%' GROUP BY model_id").to_pylist()
         if len(rows) == 1:
             return rows[0]["path"], rows[0]["model_id"]
         if len(rows) > 1:
@@ -170,5 +174,6 @@ def evaluate(store, model: str, eval_json: str | Path, out_json: str | Path | No
 
 
 def list_models(store) -> pa.Table:
+    """Every registration (a checkpoint trained in two rounds is listed for both)."""
     return store.sql("SELECT model_id, round, role, stage, preset, parent_model_id, trained_on, metrics, path, "
-                     "created_at FROM models ORDER BY created_at")
+                     "created_at FROM models ORDER BY created_at, model_id, round")

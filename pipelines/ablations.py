@@ -27,7 +27,7 @@ def _metrics_of(store, round: int, trained_policy: str) -> dict:
 
     rows = store.sql(f"""
         SELECT m.metrics FROM models m
-        JOIN models p ON p.model_id = m.parent_model_id AND p.stage = 'pretrain'
+        JOIN models p ON p.model_id = m.parent_model_id AND p.stage = 'pretrain' AND p.round = m.round
         JOIN builds b ON b.build_id = p.trained_on
         WHERE m.stage = 'sft' AND m.role = 'generalist' AND m.round = {int(round)} AND b.policy = '{trained_policy}'
         ORDER BY m.created_at DESC LIMIT 1""").to_pylist()
@@ -53,12 +53,14 @@ def run_ablations(store, work_dir: str | Path, sft_data: str, eval_json: str, cf
     run = StepRunner(store, "ablations", {**cfg.as_dict(), "epochs_factor": epochs_factor, "sft": str(sft_data),
                                           "eval": str(eval_json), "work": str(work)}, log=log)
     prev = {"models": {"sft": r0[0]["model_id"]}}
-    rec = one_round(run, store, work, 1, prev, sft_data, eval_json, cfg, policy="recaption", tag="",
-                    recaption=False, name="ablation-r1-recaption")
+    # tagged in the pipeline's namespace only (ablations-<id>/ablation-…): never a short round-N tag
+    rec = one_round(run, store, work, 1, prev, sft_data, eval_json, cfg, policy="recaption",
+                    tag="ablation-r1-recaption", short_tag=False, recaption=False, name="ablation-r1-recaption")
     more = copy.deepcopy(cfg)
     more.train.epochs_pretrain = cfg.train.epochs_pretrain * epochs_factor
-    ctl = one_round(run, store, work, 0, None, sft_data, eval_json, more, policy="original", tag="",
-                    recaption=False, name=f"ablation-r0-{epochs_factor:g}x-epochs")
+    ctl = one_round(run, store, work, 0, None, sft_data, eval_json, more, policy="original",
+                    tag=f"ablation-r0-{epochs_factor:g}x-epochs", short_tag=False, recaption=False,
+                    name=f"ablation-r0-{epochs_factor:g}x-epochs")
     rows = [
         {"run": "round 0: original captions", "metrics": _metrics_by_id(store, r0[0]["model_id"])},
         {"run": f"round 0: original, {epochs_factor:g}× pretraining epochs (compute control)", "metrics": ctl["metrics"]},

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from curator.errors import InputError
-from pipelines.steps import StepRunner
+from pipelines.steps import StepRunner, tag_state
 
 
 @dataclass
@@ -96,14 +96,17 @@ def evaluate_and_record(store, model_id: str, eval_json: str, cfg: LoopConfig, o
     return {"metrics": e["metrics"], "alt_text": e["alt_text"], "eval_json": e["json"]}
 
 
-def round_zero(run: StepRunner, store, work: Path, sft_data: str, eval_json: str, cfg: LoopConfig) -> dict:
+def round_zero(run: StepRunner, store, work: Path, sft_data: str, eval_json: str, cfg: LoopConfig,
+               retag: bool = False) -> dict:
     """Round 0 (the baseline every later round is compared with): original captions only."""
-    return one_round(run, store, work, 0, None, sft_data, eval_json, cfg, policy="original")
+    return one_round(run, store, work, 0, None, sft_data, eval_json, cfg, policy="original", retag=retag)
 
 
 def one_round(run: StepRunner, store, work: Path, k: int, prev: dict | None, sft_data: str, eval_json: str,
               cfg: LoopConfig, policy: str | None = None, tag: str | None = None, recaption: bool = True,
-              name: str | None = None) -> dict:
+              name: str | None = None, short_tag: bool = True, retag: bool = False) -> dict:
+    """One round. Tags: `<pipeline id>/<tag>` always (tag defaults to round-k; "" = no tag), plus the short
+    `tag` when `short_tag` and it is free (or `retag`) — see pipelines.steps.tag_state."""
     from curator.build import build
     from curator.filters import run_filters
     from curator.recaption import recaption as recaption_fn
@@ -140,22 +143,24 @@ def one_round(run: StepRunner, store, work: Path, k: int, prev: dict | None, sft
         store, t["models"]["sft"], eval_json, cfg, work / "eval" / f"{name}.json"), round=k)
     if tag != "":
         tag = tag or f"round-{k}"
-        run.step(f"{name}/tag", lambda: {"tag": tag, "versions": store.tag(tag, replace=True)}, round=k)
+        run.step(f"{name}/tag", lambda: tag_state(store, run.pipeline_id, tag, short=short_tag, retag=retag,
+                                                  log=run.log), round=k)
     return {"round": k, "build": b, "models": t["models"], "paths": t["paths"], "metrics": e["metrics"]}
 
 
 def run_self_augment(store, work_dir: str | Path, sft_data: str, eval_json: str, cfg: LoopConfig | None = None,
-                     log: Callable[[str], None] = print) -> dict:
-    """Round 0 + `cfg.rounds` self-augment rounds, resumable; stops early at saturation (min_gain)."""
+                     log: Callable[[str], None] = print, retag: bool = False) -> dict:
+    """Round 0 + `cfg.rounds` self-augment rounds, resumable; stops early at saturation (min_gain).
+    Each round is tagged `<pipeline id>/round-k`, and `round-k` when free (retag=True moves it; recorded)."""
     cfg = cfg or LoopConfig()
     _check(cfg, sft_data, eval_json)
     work = Path(work_dir).resolve()
     run = StepRunner(store, "self-augment", {**cfg.as_dict(), "sft": str(sft_data), "eval": str(eval_json),
                                              "work": str(work)}, log=log)
-    rounds = [round_zero(run, store, work, sft_data, eval_json, cfg)]
+    rounds = [round_zero(run, store, work, sft_data, eval_json, cfg, retag=retag)]
     stopped = None
     for k in range(1, cfg.rounds + 1):
-        rounds.append(one_round(run, store, work, k, rounds[-1], sft_data, eval_json, cfg))
+        rounds.append(one_round(run, store, work, k, rounds[-1], sft_data, eval_json, cfg, retag=retag))
         gain = rounds[-1]["metrics"].get(cfg.metric, 0.0) - rounds[-2]["metrics"].get(cfg.metric, 0.0)
         log(f"round {k}: {cfg.metric} {rounds[-2]['metrics'].get(cfg.metric, 0):.3f} → "
             f"{rounds[-1]['metrics'].get(cfg.metric, 0):.3f} (gain {gain:+.3f})")

@@ -14,7 +14,7 @@ from typing import Callable
 
 from curator.errors import InputError
 from pipelines.self_augment import LoopConfig, evaluate_and_record, train_and_register
-from pipelines.steps import StepRunner
+from pipelines.steps import StepRunner, tag_state
 
 
 @dataclass
@@ -37,8 +37,8 @@ class SpecialistConfig:
 
 def latest_generalist(store) -> dict:
     """The newest finished self-augment round: what the specialists start from. Read from the self-augment
-    pipeline's recorded steps (not from `models`, whose rows are keyed by checkpoint hash and so can be shared
-    by rounds that trained identical checkpoints), so rerunning specialist-augment finds the same base and
+    pipeline's recorded steps (not from `models`, where the specialist round's own generalist is also a
+    registration), so rerunning specialist-augment finds the same base and
     resumes instead of stacking a new specialist round on top of its own output."""
     import re
 
@@ -61,8 +61,8 @@ def latest_generalist(store) -> dict:
 
 
 def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json: str, cfg: SpecialistConfig,
-                           log: Callable[[str], None] = print) -> dict:
-    from curator.build import build
+                           log: Callable[[str], None] = print, retag: bool = False) -> dict:
+    from curator.build import build, question_pools
     from curator.filters import run_filters
     from curator.prompts import load_prompts
     from curator.recaption import recaption
@@ -70,11 +70,19 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
     if not cfg.specialists:
         raise InputError("no specialists given", "specialist-augment needs at least one name=task-data pair",
                          "e.g. --specialists spatial,grounding,ocr --world demo_out/world")
-    book = load_prompts(cfg.prompts_file)
+    # A user prompts YAML adds specialists to the built-in ones: its sets recaption its specialists, its
+    # question pools join the built-in pools in the specialist-qa build (curator.build.question_pools).
+    builtin = load_prompts()
+    user = load_prompts(cfg.prompts_file) if cfg.prompts_file else None
+    pools = question_pools(cfg.prompts_file)
     for name, data in cfg.specialists.items():
-        if name not in book.sets:
-            raise InputError(f"specialist {name!r} has no prompt set", f"known sets: {', '.join(sorted(book.sets))}",
-                             "add a set (and a question pool) of that name to your prompts YAML")
+        if name not in builtin.sets and not (user and name in user.sets):
+            known = sorted(set(builtin.sets) | set(user.sets if user else ()))
+            raise InputError(f"specialist {name!r} has no prompt set", f"known sets: {', '.join(known)}",
+                             "add a set (and a question pool) of that name to your prompts YAML (--prompts-file)")
+        if name not in pools:
+            raise InputError(f"specialist {name!r} has no question pool", f"pools: {', '.join(sorted(pools))}",
+                             "add a question_pools entry of that name to your prompts YAML (--prompts-file)")
         if not Path(data).exists():
             raise InputError(f"task data for specialist {name!r} not found: {data}", "the path does not exist",
                              f"pass --specialist-data {name}=PATH")
@@ -105,13 +113,13 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
         run.step(f"specialist/{name}/recaption", lambda name=name: recaption(
             store, R, spec_out[name]["path"], prompts=name, kind=name, engine=r.engine, limit=r.limit,
             batch_size=r.batch_size, max_new_tokens=r.max_new_tokens, seed=lc.seed, device=lc.train.device,
-            prompts_file=cfg.prompts_file, progress=False), round=R)
+            prompts_file=cfg.prompts_file if user and name in user.sets else None, progress=False), round=R)
         if lc.filters:
             run.step(f"specialist/{name}/filter", lambda name=name: run_filters(
                 store, R, filters=[f for f in lc.filters if f != "template"], kind=name), round=R)
 
     def do_build():
-        b = build(store, R, policy=cfg.policy, format=lc.format, seed=lc.seed,
+        b = build(store, R, policy=cfg.policy, format=lc.format, seed=lc.seed, prompts_file=cfg.prompts_file,
                   out=str(work / "builds" / f"round-{R}-{cfg.policy}"), overwrite=True)
         return {"build_id": b.build_id, "path": str(Path(b.out_dir).resolve()), "rows": b.rows,
                 "counts": b.manifest.get("counts", {})}
@@ -122,7 +130,7 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
         parent=base["stages"]["sft"]["model_id"]), round=R)
     e = run.step(f"round-{R}/eval", lambda: evaluate_and_record(
         store, t["models"]["sft"], eval_json, lc, work / "eval" / f"round-{R}-specialist.json"), round=R)
-    run.step(f"round-{R}/tag", lambda: {"tag": f"round-{R}", "versions": store.tag(f"round-{R}", replace=True)},
+    run.step(f"round-{R}/tag", lambda: tag_state(store, run.pipeline_id, f"round-{R}", retag=retag, log=run.log),
              round=R)
     before = json.loads(store.sql(
         f"SELECT metrics FROM models WHERE model_id = '{base['stages']['sft']['model_id']}'").to_pylist()[0]["metrics"])

@@ -59,5 +59,24 @@ class StepRunner:
         return out
 
 
+def tag_state(store, pipeline_id: str, name: str, short: bool = True, retag: bool = False,
+              log: Callable[[str], None] = print) -> dict:
+    """Tag the store's current state as `<pipeline id>/<name>` (this pipeline's own history) and, when `short`,
+    also as plain `name` (e.g. round-2) if that tag is free, still names this pipeline's previous attempt at
+    the same step, or `retag` asks to move it. A tag naming another state is never moved silently: it stays,
+    and the log says which tag holds this run's state. Every tag set or moved is a `runs` row (Store.tag)."""
+    own = f"{pipeline_id}/{name}"
+    before = store.tag_versions()
+    names = [own]
+    if short:
+        if name not in before or retag or before.get(name) == before.get(own):
+            names.append(name)
+        else:
+            log(f"note: tag {name} already names another state of this store (another pipeline or run); "
+                f"this run's state is tagged {own} (pass --retag to move {name} here)")
+    versions = store.tag(names, replace=True)
+    return {"tag": own, "short": name if name in names else None, "versions": versions}
+
+
 def round_(x: float) -> float:
     return float(f"{x:.1f}")

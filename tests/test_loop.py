@@ -38,6 +38,33 @@ def _store_with_world(tmp_path, world):
     return store
 
 
+COUNTING_POOL = ["How many shapes are in the image?", "Count the objects in the image."]
+
+
+def _counting_specialist(world, out) -> tuple[str, str]:
+    """A user specialist: a counting task set (LLaVA JSON over the world's images) and a prompts YAML that
+    holds only its prompt set and question pool."""
+    out.mkdir()
+    items = []
+    for i, line in enumerate((world / "pretrain" / "manifest.jsonl").read_text().splitlines()[:24]):
+        r = json.loads(line)
+        n = len(r["meta"]["objects"])
+        items.append({"id": f"count-{i}", "image": str(world / "pretrain" / r["file"]), "conversations": [
+            {"from": "human", "value": "<image>\nHow many shapes are there? Count them."},
+            {"from": "gpt", "value": f"There {'is' if n == 1 else 'are'} {n} shape{'s' if n != 1 else ''}."}]})
+    (out / "data.json").write_text(json.dumps(items))
+    (out / "prompts.yaml").write_text(
+        "prompts:\n  count-v1: 'How many shapes are there? Count them.'\nsets:\n  counting: [count-v1]\n"
+        "question_pools:\n  counting:\n" + "".join(f"    - '{q}'\n" for q in COUNTING_POOL))
+    return str(out / "data.json"), str(out / "prompts.yaml")
+
+
+def _parquet_rows(path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(sorted(Path(path).glob("data-*.parquet"))).to_pylist()
+
+
 def test_full_loop_artifacts_and_lineage(tmp_path, world):
     store = _store_with_world(tmp_path, world)
     sft, ev = str(world / "sft" / "data.json"), str(world / "eval" / "eval.json")
@@ -46,18 +73,36 @@ def test_full_loop_artifacts_and_lineage(tmp_path, world):
     assert [r["round"] for r in res["rounds"]] == [0, 1, 2]
     assert res["stopped"] is None
     tasks = {n: str(world / "tasks" / n / "data.json") for n in ("spatial", "grounding", "ocr")}
-    sres = run_specialist_augment(store, tmp_path / "work", sft, ev,
-                                  SpecialistConfig(specialists=tasks, loop=toy_loop(),
-                                                   finetune=SpecialistArgs(epochs=1.0)), log=logs.append)
+    # a specialist that is not built in: its task set, and its prompt set + question pool in a user YAML
+    tasks["counting"], prompts_file = _counting_specialist(world, tmp_path / "counting")
+    scfg = SpecialistConfig(specialists=tasks, loop=toy_loop(), finetune=SpecialistArgs(epochs=1.0),
+                            prompts_file=prompts_file)
+    sres = run_specialist_augment(store, tmp_path / "work", sft, ev, scfg, log=logs.append)
     assert sres["round"] == 3 and sres["base_round"] == 2
     # rerunning finds the same base (round 2, not its own round 3) and resumes: nothing runs again
-    again = run_specialist_augment(store, tmp_path / "work", sft, ev,
-                                   SpecialistConfig(specialists=tasks, loop=toy_loop(),
-                                                    finetune=SpecialistArgs(epochs=1.0)), log=logs.append)
+    again = run_specialist_augment(store, tmp_path / "work", sft, ev, scfg, log=logs.append)
     assert again["round"] == 3 and again["ran"] == [] and len(again["skipped"]) == len(sres["ran"])
 
-    # tags for every round
+    # the custom specialist's captions reach the specialist-qa build (one QA turn per image, its question from
+    # the user's pool) and the generalist trained on that build
+    counting = {r["image_id"]: r["text"] for r in store.sql(
+        "SELECT image_id, text FROM captions WHERE kind = 'counting' AND round = 3 AND transform = ''").to_pylist()}
+    assert len(counting) == N
+    rows = _parquet_rows(sres["build"]["path"])
+    turns = {r["image_id"]: [(rows_q["value"], rows_a["value"]) for rows_q, rows_a in
+                             zip(r["conversations"][2::2], r["conversations"][3::2])] for r in rows}
+    assert len(turns) == N
+    for image_id, text in counting.items():
+        asked = [q for q, a in turns[image_id] if q in COUNTING_POOL]
+        assert len(asked) == 1 and (asked[0], text) in turns[image_id]
+    trained = store.sql("SELECT trained_on FROM models WHERE role = 'generalist' AND round = 3 AND stage = 'pretrain'"
+                        ).column("trained_on").to_pylist()
+    assert trained == [sres["build"]["build_id"]]
+
+    # tags for every round, in the pipelines' namespaces and (free here) the short round-N
     assert {"round-0", "round-1", "round-2", "round-3"} <= set(store.tags())
+    assert {f"{res['pipeline_id']}/round-{k}" for k in (0, 1, 2)} <= set(store.tags())
+    assert sum(t.startswith("specialist-augment-") and t.endswith("/round-3") for t in store.tags()) == 1
     # every step recorded once, ok
     steps = store.sql("SELECT json_extract_string(config, '$.step') AS step, status FROM runs WHERE kind = 'step'"
                       ).to_pylist()
@@ -72,7 +117,7 @@ def test_full_loop_artifacts_and_lineage(tmp_path, world):
     assert per_round == {1: N, 2: N}
     spec = {r["kind"]: r["n"] for r in store.sql(
         "SELECT kind, count(*) AS n FROM captions WHERE round = 3 AND transform = '' GROUP BY kind").to_pylist()}
-    assert spec == {"spatial": N, "grounding": N, "ocr": N}
+    assert spec == {"spatial": N, "grounding": N, "ocr": N, "counting": N}
 
     # lineage: round-k captions were written by round k-1's SFT model; round-k model trained on round-k build
     # (toy models can come out byte-identical across rounds — same id — so check against the loop's outputs)
@@ -92,7 +137,7 @@ def test_full_loop_artifacts_and_lineage(tmp_path, world):
                             ).to_pylist()
     stage2_r2 = store.sql("SELECT model_id FROM models WHERE round = 2 AND stage = 'pretrain' AND role = 'generalist'"
                           ).to_pylist()[0]["model_id"]
-    assert [s["role"] for s in specialists] == ["grounding", "ocr", "spatial"]
+    assert [s["role"] for s in specialists] == ["counting", "grounding", "ocr", "spatial"]
     assert {s["parent_model_id"] for s in specialists} == {stage2_r2}
     # every generalist SFT model has eval metrics
     metrics = store.sql("SELECT round, metrics FROM models WHERE role = 'generalist' AND stage = 'sft' ORDER BY round"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -189,3 +190,88 @@ def test_cli_compact(tmp_store):
     assert v["images"] > 4   # three appends after creation, then the compaction commit(s)
     assert out == "compacted images; versions: " + " ".join(f"{t}@{n}" for t, n in v.items()) + "\n"
     assert len(tmp_store.table("images").get_fragments()) == 1
+
+
+def test_tags_are_history(tmp_store):
+    tmp_store.add_images([_img(1)])
+    first = tmp_store.tag("round-0")
+    tmp_store.add_images([_img(2), _img(3)])
+    n = "SELECT count(*) AS n FROM images"
+    # a namespaced tag ("<pipeline>/<name>"), stored under a Lance-safe name, read back under its own
+    tmp_store.tag(["self-augment-ab12/round-0", "other.run_1"])
+    assert tmp_store.tags() == ["other.run_1", "round-0", "self-augment-ab12/round-0"]
+    assert tmp_store.sql(n, at="self-augment-ab12/round-0").column("n")[0].as_py() == 3
+    assert tmp_store.sql(n, at="round-0").column("n")[0].as_py() == 1
+    with pytest.raises(StoreError, match="^table images has no version or tag 'self-augment-ab12/round-9'"):
+        tmp_store.sql(n, at="self-augment-ab12/round-9")
+    for bad in ("a__b", "a/b/c", "a_/b", "/b", "a/", "round 1"):
+        with pytest.raises(InputError, match=f"^invalid tag {re.escape(repr(bad))} — "):
+            tmp_store.tag(bad)
+    # moving a tag is recorded in runs, with the versions it named before: that state stays readable
+    with pytest.raises(StoreError, match="^tag round-0 already exists — tags name a fixed past state"):
+        tmp_store.tag("round-0")
+    moved = tmp_store.tag("round-0", replace=True)
+    assert tmp_store.sql(n, at="round-0").column("n")[0].as_py() == 3
+    runs = tmp_store.sql("SELECT config, counts FROM runs WHERE kind = 'tag' ORDER BY started_at").to_pylist()
+    assert [json.loads(r["counts"]) for r in runs] == [
+        {"created": ["round-0"], "moved": []},
+        {"created": ["self-augment-ab12/round-0", "other.run_1"], "moved": []},
+        {"created": [], "moved": ["round-0"]}]
+    cfg = json.loads(runs[-1]["config"])
+    assert cfg["moved"] == {"round-0": first} and cfg["versions"] == moved
+    assert tmp_store.sql(n, at=cfg["moved"]["round-0"]).column("n")[0].as_py() == 1
+
+
+def test_pipeline_tags_never_move_another_runs_round_tag(tmp_store):
+    from pipelines.steps import tag_state
+
+    log = []
+    tmp_store.add_images([_img(1)])
+    a = tag_state(tmp_store, "self-augment-aaaa", "round-1", log=log.append)
+    assert (a["tag"], a["short"]) == ("self-augment-aaaa/round-1", "round-1") and log == []
+    tmp_store.add_images([_img(2)])
+    # the same pipeline again (a resumed step): its own short tag follows it
+    again = tag_state(tmp_store, "self-augment-aaaa", "round-1", log=log.append)
+    assert again["short"] == "round-1" and log == []
+    tmp_store.add_images([_img(3)])
+    # a second recipe in the same store: round-1 stays where it was, the log says where this state is
+    b = tag_state(tmp_store, "self-augment-bbbb", "round-1", log=log.append)
+    assert b["short"] is None
+    assert log == ["note: tag round-1 already names another state of this store (another pipeline or run); this "
+                   "run's state is tagged self-augment-bbbb/round-1 (pass --retag to move round-1 here)"]
+    n = "SELECT count(*) AS n FROM images"
+    assert [tmp_store.sql(n, at=t).column("n")[0].as_py() for t in
+            ("round-1", "self-augment-aaaa/round-1", "self-augment-bbbb/round-1")] == [2, 2, 3]
+    # --retag moves it (recorded)
+    c = tag_state(tmp_store, "self-augment-bbbb", "round-1", retag=True, log=log.append)
+    assert c["short"] == "round-1" and tmp_store.sql(n, at="round-1").column("n")[0].as_py() == 3
+    last = tmp_store.sql("SELECT counts FROM runs WHERE kind = 'tag' ORDER BY started_at DESC LIMIT 1").to_pylist()
+    assert json.loads(last[0]["counts"]) == {"created": [], "moved": ["self-augment-bbbb/round-1", "round-1"]}
+
+
+def test_models_keep_every_registration(tmp_store):
+    base = {"model_id": "m1", "role": "generalist", "stage": "pretrain", "path": "/ck", "parent_model_id": "p0"}
+    r1 = tmp_store.register_model(dict(base, round=1, trained_on="build-r1"))
+    r2 = tmp_store.register_model(dict(base, round=2, trained_on="build-r2"))
+    assert r1 != r2
+    assert tmp_store.register_model(dict(base, round=1, trained_on="build-r1")) == r1   # the same fact: no-op
+    tmp_store.update_model_metrics("m1", {"p_x_r": 0.5})
+    rows = tmp_store.sql("SELECT registration_id, round, trained_on, metrics FROM models ORDER BY round").to_pylist()
+    assert rows == [{"registration_id": r1, "round": 1, "trained_on": "build-r1", "metrics": '{"p_x_r": 0.5}'},
+                    {"registration_id": r2, "round": 2, "trained_on": "build-r2", "metrics": '{"p_x_r": 0.5}'}]
+    # lineage per round stays true for both rounds
+    q = "SELECT trained_on FROM models WHERE model_id = 'm1' AND round = {}"
+    assert [tmp_store.sql(q.format(k)).column("trained_on").to_pylist() for k in (1, 2)] == [["build-r1"], ["build-r2"]]
+
+
+def test_models_of_an_older_store_get_registration_ids(tmp_store):
+    import lance
+
+    old = schema.MODELS.remove(schema.MODELS.get_field_index("registration_id"))
+    row = {"model_id": "m0", "round": 0, "role": "generalist", "stage": "sft", "path": "/x", "metrics": "{}"}
+    lance.write_dataset(pa.Table.from_pylist([row], schema=old), f"{tmp_store.uri}/models.lance", mode="overwrite")
+    tmp_store.register_model({"model_id": "m0", "round": 1, "role": "generalist", "stage": "sft", "path": "/x"})
+    tmp_store.update_model_metrics("m0", {"a": 1})
+    rows = tmp_store.sql("SELECT registration_id, round, metrics FROM models ORDER BY round").to_pylist()
+    assert [(r["registration_id"] == "m0", r["round"], r["metrics"]) for r in rows] == [
+        (True, 0, '{"a": 1}'), (False, 1, '{"a": 1}')]

@@ -152,9 +152,11 @@ def register(cli: click.Group) -> None:
     @click.option("--min-gain", type=float, default=0.005, show_default=True,
                   help="stop early when caption precision×recall improves by less than this.")
     @click.option("--filters", default="", help="comma list of filters (default: the text filters).")
+    @click.option("--retag", is_flag=True, help="move round-N tags that already name another state "
+                  "(default: leave them; this run's rounds are tagged <pipeline>/round-N either way).")
     @_loop_options
     @click.pass_context
-    def self_augment_cmd(ctx, rounds, policy, min_gain, filters, world, sft, eval_, work, **kw):
+    def self_augment_cmd(ctx, rounds, policy, min_gain, filters, retag, world, sft, eval_, work, **kw):
         """Round 0 on the original captions, then recaption → filter → build → retrain from scratch → eval → tag.
 
         \b
@@ -166,7 +168,7 @@ def register(cli: click.Group) -> None:
         sft, eval_ = _world_paths(world, sft, eval_)
         store = open_store(ctx, create=True)
         cfg = _loop_config(rounds, policy, min_gain, filters, **kw)
-        res = run_self_augment(store, work, sft, eval_, cfg, log=click.echo)
+        res = run_self_augment(store, work, sft, eval_, cfg, log=click.echo, retag=retag)
         _print_rounds(res["rounds"])
         if res["stopped"]:
             click.echo(res["stopped"])
@@ -183,10 +185,12 @@ def register(cli: click.Group) -> None:
                   help="first turn = the original caption (the method) or the concat target (keeps the recaption).")
     @click.option("--ft-epochs", type=float, default=4.0, show_default=True, help="specialist fine-tune epochs.")
     @click.option("--ft-max-steps", type=int, default=None)
+    @click.option("--retag", is_flag=True, help="move the round-N tag if it already names another state "
+                  "(default: leave it; the round is tagged <pipeline>/round-N either way).")
     @_loop_options
     @click.pass_context
-    def specialist_cmd(ctx, specialists, specialist_data, prompts_file, policy, ft_epochs, ft_max_steps, world, sft, eval_,
-                       work, **kw):
+    def specialist_cmd(ctx, specialists, specialist_data, prompts_file, policy, ft_epochs, ft_max_steps, retag, world,
+                       sft, eval_, work, **kw):
         """Fine-tune specialists from the latest generalist's stage-2 checkpoint, recaption with each, build
         with specialist-qa, retrain the generalist from scratch, evaluate.
 
@@ -212,7 +216,7 @@ def register(cli: click.Group) -> None:
         store = open_store(ctx)
         cfg = SpecialistConfig(specialists=data, loop=_loop_config(**kw), prompts_file=prompts_file, policy=policy,
                                finetune=SpecialistArgs(epochs=ft_epochs, max_steps=ft_max_steps))
-        res = run_specialist_augment(store, work, sft, eval_, cfg, log=click.echo)
+        res = run_specialist_augment(store, work, sft, eval_, cfg, log=click.echo, retag=retag)
         click.echo(f"round {res['round']} (specialists) vs round {res['base_round']}:")
         for k in sorted(res["metrics"]):
             a, b = res["metrics_before"].get(k), res["metrics"].get(k)

@@ -92,6 +92,8 @@ def sql_cmd(ctx, query, at, version, out, fmt, max_rows):
               show_default=True, help="Named policy (SQL; see --show-sql).")
 @click.option("--sql", "sql_file", type=click.Path(), default=None, help="Your own policy SELECT from FILE (replaces --policy).")
 @click.option("--show-sql", is_flag=True, help="Print the policy's SQL and exit.")
+@click.option("--prompts-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Prompts YAML whose question pools add to the built-in ones (specialist policies).")
 @click.option("--format", "fmt", type=click.Choice(["llava", "parquet", "webdataset"]), default="parquet", show_default=True)
 @click.option("--out", type=click.Path(), default=None, help="Output directory (default builds/round<N>-<policy>-<format>-<id>).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed (specialist shuffling / question draw).")
@@ -100,7 +102,8 @@ def sql_cmd(ctx, query, at, version, out, fmt, max_rows):
 @click.option("--from-manifest", type=click.Path(), default=None, help="Reproduce a recorded build byte for byte.")
 @click.option("--overwrite", is_flag=True, help="Replace a previous build's output directory (nothing else is ever replaced).")
 @click.pass_context
-def build_cmd(ctx, round_, policy, sql_file, show_sql, fmt, out, seed, at, rows_per_shard, from_manifest, overwrite):
+def build_cmd(ctx, round_, policy, sql_file, show_sql, prompts_file, fmt, out, seed, at, rows_per_shard, from_manifest,
+              overwrite):
     """Materialise the training set for round N from a policy.
 
     Policies: original | recaption | concat (original + latest accepted recaption; default) |
@@ -110,7 +113,7 @@ def build_cmd(ctx, round_, policy, sql_file, show_sql, fmt, out, seed, at, rows_
     from curator.commands.common import open_store
 
     if show_sql:
-        click.echo(b.policy_sql(policy), nl=False)
+        click.echo(b.policy_sql(policy, prompts_file), nl=False)
         return
     store = open_store(ctx)
     if from_manifest:
@@ -130,6 +133,7 @@ def build_cmd(ctx, round_, policy, sql_file, show_sql, fmt, out, seed, at, rows_
         if ctx.get_parameter_source("policy") == click.core.ParameterSource.DEFAULT:
             policy = None   # recorded as "custom"
     res = b.build(store, round_, policy, fmt, out=out, sql=sql, seed=seed, at=at, rows_per_shard=rows_per_shard,
+                  prompts_file=prompts_file,
                   overwrite=overwrite)
     click.echo("\n".join(b.summary_lines(res)))
 
