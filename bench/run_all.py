@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 SMALL = {
     "bench_ingest.py": ["--n", "500"],
     "bench_build.py": ["--sizes", "2000,8000"],
+    "bench_acceptance.py": ["--images", "20000"],
     "bench_sql.py": ["--images", "20000"],
     "bench_generate.py": ["--images", "16", "--naive-images", "4", "--repeats", "1"],
     "bench_recaption.py": ["--n", "16"],

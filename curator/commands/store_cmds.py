@@ -69,7 +69,8 @@ def ingest_cmd(ctx, folder, captions, manifest, hf, image_column, caption_column
 def sql_cmd(ctx, query, at, version, out, fmt, max_rows):
     """Run one read-only SELECT over the store's tables.
 
-    Tables: images, captions, verdicts, runs, models, builds, failures. Writes, COPY, ATTACH,
+    Tables: images, captions, verdicts, runs, models, builds, failures; views: latest_verdicts and
+    rejected_captions (the acceptance rule). Writes, COPY, ATTACH,
     INSTALL/LOAD, SET/PRAGMA, file readers and multiple statements are refused; the store is never modified.
     """
     from curator import sql as sqlmod
