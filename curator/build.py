@@ -285,8 +285,9 @@ def build(store: Store, round: int, policy: str | None = None, format: str = "pa
                 files = _write_parquet(con, tap, body, params, staging, parts, rows_per_shard)
                 ids = pq.read_table([os.path.join(staging, f) for f in files], columns=["id"]).column("id")
             else:
+                writer = (_LlavaWriter(staging, rows_per_shard) if format == "llava"
+                          else _WdsWriter(staging, rows_per_shard, _wds_image_ext(con)))
                 reader = con.sql(_wrap(body, tap), params=params).to_arrow_reader(4096)
-                writer = {"llava": _LlavaWriter, "webdataset": _WdsWriter}[format](staging, rows_per_shard)
                 id_chunks = []
                 for batch in reader:
                     writer.write(batch)
@@ -660,9 +661,17 @@ class _LlavaWriter:
         return ["data.json"] + sorted(self.images)
 
 
+def _wds_image_ext(con) -> str:
+    """One image member name for a whole WebDataset build: `datasets`' webdataset loader needs every sample to
+    have the same members. jpg when every stored image is a JPEG, else png. Readers decode by content (Pillow
+    sniffs the bytes), so a JPEG under .png still loads; the bytes are always the stored ones."""
+    others = con.execute("SELECT count(*) FROM images WHERE format <> 'JPEG'").fetchall()[0][0]
+    return "png" if others else "jpg"
+
+
 class _WdsWriter:
-    def __init__(self, out: str, rows_per_shard: int):
-        self.out, self.per = out, rows_per_shard
+    def __init__(self, out: str, rows_per_shard: int, image_ext: str = "png"):
+        self.out, self.per, self.image_ext = out, rows_per_shard, image_ext
         self.shards: list[str] = []
         self.tf = None
         self.in_shard = 0
@@ -674,15 +683,14 @@ class _WdsWriter:
 
     def write(self, batch):
         convs = _conv(batch).to_pylist()
-        for sid, img, fmt, conv in zip(batch.column("id").to_pylist(), batch.column("image").to_pylist(),
-                                       batch.column("image_format").to_pylist(), convs):
+        for sid, img, conv in zip(batch.column("id").to_pylist(), batch.column("image").to_pylist(), convs):
             if self.tf is None:
                 name = f"shard-{len(self.shards):06d}.tar"
                 self.shards.append(name)
                 self.tf = tarfile.open(os.path.join(self.out, name), "w", format=tarfile.USTAR_FORMAT)
                 self.in_shard = 0
             key = sid.replace(".", "_").replace("/", "_")   # webdataset splits keys at the first dot
-            self._add(f"{key}.{_ext(fmt)}", img)
+            self._add(f"{key}.{self.image_ext}", img)
             self._add(f"{key}.json", json.dumps({"id": sid, "conversations": conv}, ensure_ascii=False,
                                                 sort_keys=True).encode("utf-8"))
             self.in_shard += 1

@@ -22,6 +22,8 @@ def register(cli: click.Group) -> None:
 
     @cli.command("inspect")
     @click.option("--rounds", default="0,1,2", show_default=True, help="Rounds whose caption versions become fields.")
+    @click.option("--round", "up_to", type=int, default=None,
+                  help="Rounds 0 to N (as every other command takes --round); replaces --rounds.")
     @click.option("--where", default=None, help="SQL condition on the images table choosing the sample.")
     @click.option("--limit", default=500, show_default=True, type=int, help="At most this many images (0 = all matching).")
     @click.option("--kind", "kinds", multiple=True, help="Only these caption kinds (repeatable; default all).")
@@ -35,7 +37,8 @@ def register(cli: click.Group) -> None:
     @click.option("--database-uri", default=None, envvar="FIFTYONE_DATABASE_URI",
                   help="Use this MongoDB instead of FiftyOne's bundled mongod (env FIFTYONE_DATABASE_URI).")
     @click.pass_context
-    def inspect_cmd(ctx, rounds, where, limit, kinds, name, port, address, no_launch, cache_dir, at, database_uri):
+    def inspect_cmd(ctx, rounds, up_to, where, limit, kinds, name, port, address, no_launch, cache_dir, at,
+                    database_uri):
         """Look at images next to every round's captions in the FiftyOne App.
 
         Builds (or updates, keyed by image_id) a FiftyOne dataset from a SQL sample of the store: one
@@ -45,11 +48,20 @@ def register(cli: click.Group) -> None:
 
         \b
         Example:
+          curator inspect --round 1 --no-launch
           curator inspect --rounds 0,1,2 --where "source = 'synthetic'" --limit 200
           curator inspect --no-launch --name round2 --rounds 2 --kind self --kind spatial
         """
         from curator import inspect as ins
 
+        if up_to is not None:
+            if ctx.get_parameter_source("rounds") != click.core.ParameterSource.DEFAULT:
+                raise InputError("--round and --rounds both given", "--round N means rounds 0 to N",
+                                 "pass one of them")
+            if up_to < 0:
+                raise InputError(f"invalid --round {up_to}", "rounds start at 0 (the original captions)",
+                                 "e.g. --round 1")
+            rounds = ",".join(str(r) for r in range(up_to + 1))
         store = open_store(ctx)
         res = ins.build_dataset(store, rounds=_rounds(rounds), where=where, limit=limit or None, name=name,
                                 cache_dir=cache_dir, database_uri=database_uri, kinds=list(kinds) or None,
