@@ -26,6 +26,7 @@ SMALL = {
     "bench_train.py": ["--presets", "micro", "--steps", "2"],
     "bench_filters.py": ["--small"],
     "bench_vllm.py": ["--small"],
+    "bench_decode.py": ["--megapixels", "4", "--repeats", "1"],
 }
 
 

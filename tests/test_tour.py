@@ -232,6 +232,7 @@ def check_build(cmd, out, state):
     out_dir = state["work"] / words[words.index("--out") + 1]
     fmt = words[words.index("--format") + 1] if "--format" in words else "parquet"
     n = state["accepted"]
+    print(out)   # shown with pytest -s: the rows per source on this machine
     # Every accepted recaption reached the training set: the recaption alone (there is no original).
     assert re.search(rf"^  rows\s+{n}$", out, re.M), out
     assert re.search(rf"^    recaption alone \(no original caption\)\s+{n}$", out, re.M), out
