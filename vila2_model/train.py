@@ -383,6 +383,10 @@ class Stepper:
             self.forward = self.loss_fn
 
     def _init_deepspeed(self, deepspeed_config, lr, weight_decay, schedule) -> None:
+        import os
+
+        if not str(self.device).startswith("cuda"):
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")   # DeepSpeed picks its accelerator at import
         ds = require("deepspeed", "distributed", "DeepSpeed ZeRO training")
         cfg = deepspeed_settings(deepspeed_config, batch_size=self.batch_size, world=self.ranks.world,
                                  grad_clip=self.grad_clip, bf16=self.bf16, lr=lr, weight_decay=weight_decay)
