@@ -22,8 +22,8 @@ from dataclasses import asdict
 
 from curator import schema
 from curator.errors import InputError
-from curator.engines.work import (ENGINES, Job, Sampling, WorkItem, generate_and_write, load_batch, make_engine,
-                                  model_input_size)
+from curator.engines.work import (ENGINES, Job, Sampling, WorkItem, batches_by_image, generate_and_write, load_batch,
+                                  make_engine, model_input_size)
 from curator.prompts import load_prompts
 
 
@@ -45,8 +45,9 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def select_work(store, round: int, model_hash: str, prompts: str, kind: str, where: str | None,
-                limit: int | None, shard: tuple[int, int], seed: int, prompts_file=None):
-    """(work items to do, skipped count, selected count). Deterministic for the same arguments."""
+                limit: int | None, shard: tuple[int, int], seed: int, prompts_file=None, n_samples: int = 1):
+    """(work items to do, skipped count, selected count, retried count). Deterministic for the same arguments.
+    With n_samples > 1 an image has n_samples items (sample_idx 0..n-1); counts are in items (captions), not images."""
     book = load_prompts(prompts_file)
     book.prompt_set(prompts)   # fail early on an unknown set
     cond = where or "split = 'train'"
@@ -64,7 +65,8 @@ def select_work(store, round: int, model_hash: str, prompts: str, kind: str, whe
     items = []
     for image_id in ids:
         p = book.draw(prompts, image_id, seed)
-        items.append(WorkItem(image_id, p.id, p.text, schema.caption_key(image_id, round, kind, model_hash, p.id, 0)))
+        items += [WorkItem(image_id, p.id, p.text, schema.caption_key(image_id, round, kind, model_hash, p.id, j), j)
+                  for j in range(n_samples)]
     con = store.connect()
     try:
         done = set(r[0] for r in con.sql(
@@ -76,7 +78,7 @@ def select_work(store, round: int, model_hash: str, prompts: str, kind: str, whe
     finally:
         con.close()
     todo = [it for it in items if it.caption_id not in done]
-    retried = sum(1 for it in todo if it.image_id in failed_before)
+    retried = len({it.image_id for it in todo if it.image_id in failed_before})
     return todo, len(items) - len(todo), len(items), retried
 
 
@@ -85,13 +87,18 @@ def recaption(store, round: int, model: str, prompts: str = "vila2", kind: str =
               shard: tuple[int, int] = (0, 1), batch_size: int = 32, max_new_tokens: int = 128,
               do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
               device: str = "cpu", image_size: int | None = None, prompts_file: str | None = None,
-              address: str | None = None, num_workers: int = 1, dtype: str | None = None,
+              address: str | None = None, num_workers: int = 1, dtype: str | None = None, n: int = 1,
               progress: bool = True, on_batch=None) -> dict:
     """Append round `round` captions of kind `kind` written by checkpoint `model`. Returns counts:
-    selected, skipped (already captioned), added, failed, retried (failed before, tried again), images_per_s."""
+    selected, skipped (already captioned), added, failed, retried (failed before, tried again), images_per_s.
+    `engine` is a name (the engine is loaded here and closed at the end) or a loaded engine object such as
+    curator.engines.vllm_engine.VLLMEngine (reused across calls; its owner closes it).
+    n > 1 (with do_sample) writes n sampled captions per image, sample_idx 0..n-1, each its own caption_id."""
     from vila2_model.checkpoint import content_hash
     from vila2_model.errors import ModelError
 
+    given = None if isinstance(engine, str) else engine   # an engine object already loaded by the caller
+    engine = engine if given is None else given.name
     if engine not in ENGINES:
         raise InputError(f"unsupported engine {engine!r}", f"choose one of {', '.join(ENGINES)}", "e.g. --engine transformers")
     if round < 1:
@@ -99,13 +106,18 @@ def recaption(store, round: int, model: str, prompts: str = "vila2", kind: str =
                          "recaption round 1 or later")
     if batch_size < 1:
         raise InputError(f"--batch-size {batch_size} must be ≥ 1", "", "e.g. --batch-size 32")
+    if n < 1 or (n > 1 and not do_sample):
+        raise InputError(f"--n {n} is not a number of samples", "n ≥ 1 captions per image; n > 1 needs sampling "
+                         "(greedy decoding gives the same caption n times)", "e.g. --n 4 --sample --temperature 0.8")
     try:
         captioner = content_hash(model)
     except ModelError as e:
         raise InputError(e.what, e.why, e.fix) from None
     sampling = asdict(Sampling(max_new_tokens, do_sample, temperature, top_p, seed))
+    if n > 1:
+        sampling["n"] = n   # absent for one caption per image, so those rows read as before
     todo, skipped, selected, retried = select_work(store, round, captioner, prompts, kind, where, limit, shard,
-                                                   seed, prompts_file)
+                                                   seed, prompts_file, n_samples=n)
     size, max_pixels = model_input_size(model)
     if image_size:
         size, max_pixels = (image_size, image_size), None
@@ -126,11 +138,16 @@ def recaption(store, round: int, model: str, prompts: str = "vila2", kind: str =
             c = run_ray(job, todo, address=address, num_workers=num_workers, progress=progress)
             counts["added"] += c["added"]
             counts["failed"] += c["failed"]
+        elif todo and given is not None:
+            _run_local(store, given, job, todo, counts, progress, on_batch)
         elif todo:
             t_load = time.perf_counter()
             eng = make_engine(engine, model, device, dtype=dtype)
             counts["load_seconds"] = float(f"{time.perf_counter() - t_load:.3f}")
-            _run_local(store, eng, job, todo, counts, progress, on_batch)
+            try:
+                _run_local(store, eng, job, todo, counts, progress, on_batch)
+            finally:
+                getattr(eng, "close", lambda: None)()
     except BaseException as e:
         counts["seconds"] = float(f"{time.perf_counter() - t0:.3f}")
         store.finish_run(run_id, "failed", counts, error=(str(e).splitlines() or [type(e).__name__])[0])
@@ -144,7 +161,7 @@ def recaption(store, round: int, model: str, prompts: str = "vila2", kind: str =
 def _run_local(store, eng, job: Job, todo: list[WorkItem], counts: dict, progress: bool, on_batch) -> None:
     from tqdm.auto import tqdm
 
-    batches = [todo[k:k + job.batch_size] for k in range(0, len(todo), job.batch_size)]
+    batches = batches_by_image(todo, job.batch_size)
     bar = tqdm(total=len(todo), desc=f"recaption round {job.round}", unit="img", disable=not progress)
     # Prefetch: decode/resize batch k+1 in a thread while batch k generates (torch releases the GIL).
     with ThreadPoolExecutor(max_workers=1) as pool:

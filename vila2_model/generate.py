@@ -79,12 +79,17 @@ class Generator:
     @torch.inference_mode()
     def generate(self, images: list[Image.Image], prompts: list[str], max_new_tokens: int = 128,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                 batch_size: int = 32) -> list[GenOut]:
+                 batch_size: int = 32, n: int = 1) -> list[GenOut]:
+        """One GenOut per (image, prompt); with n > 1 (sampling), n per request, request-major
+        (sample j of request i at i * n + j)."""
         if len(images) != len(prompts):
             raise ModelError("generate got mismatched inputs", f"{len(images)} images but {len(prompts)} prompts",
                              "pass one prompt per image")
+        if n > 1 and not do_sample:
+            raise ModelError(f"generate got n={n} with greedy decoding", "greedy decoding gives one caption",
+                             "pass do_sample=True for several samples")
         texts = [self.render(p) for p in prompts]
-        results: list[GenOut | None] = [None] * len(texts)
+        results: list[GenOut | None] = [None] * (len(texts) * n)
         for b, idx in enumerate(self._batches(texts, batch_size)):
             inp = self._inputs([images[i] for i in idx], [texts[i] for i in idx])
             kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=self.pad_id,
@@ -92,12 +97,13 @@ class Generator:
             if do_sample:
                 # Seeded per batch: the same requests with the same batch_size draw the same samples.
                 torch.manual_seed(seed * 100003 + b)
-                kw.update(temperature=temperature, top_p=top_p)
+                kw.update(temperature=temperature, top_p=top_p, num_return_sequences=n)
             else:
                 kw.update(temperature=None, top_p=None, top_k=None)
             out = self.model.generate(**inp, **kw)
             new = out[:, inp["input_ids"].shape[1]:].tolist()
-            for row, i in zip(new, idx):
+            for r, row in enumerate(new):
+                i = idx[r // n] * n + r % n
                 stop = next((k for k, t in enumerate(row) if t in self.eos_ids), None)
                 toks = row if stop is None else row[:stop]
                 if stop is None:

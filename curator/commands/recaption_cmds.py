@@ -28,6 +28,8 @@ def register(cli: click.Group) -> None:
 @click.option("--temperature", type=float, default=1.0, show_default=True)
 @click.option("--top-p", type=float, default=1.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Prompt-draw and sampling seed.")
+@click.option("--n", "n", type=int, default=1, show_default=True,
+              help="Sampled captions per image (needs --sample); each is its own caption version (sample_idx).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
 @click.option("--image-size", type=int, default=None, help="Resize images to this square size (default: the model's).")
 @click.option("--address", default=None, help="Ray cluster address (ray engine); default starts a local one.")
@@ -35,7 +37,8 @@ def register(cli: click.Group) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def recaption_cmd(ctx, round_, model, prompts, prompts_file, kind, engine, where, limit, shard, batch_size,
-                  max_new_tokens, do_sample, temperature, top_p, seed, device, image_size, address, num_workers, quiet):
+                  max_new_tokens, do_sample, temperature, top_p, seed, n, device, image_size, address, num_workers,
+                  quiet):
     """Recaption the round's pretraining images with a checkpoint (exactly-once, one commit per batch).
 
     Skips images already captioned for this round/kind/captioner/prompt draw and says how many; failures
@@ -45,6 +48,7 @@ def recaption_cmd(ctx, round_, model, prompts, prompts_file, kind, engine, where
     Example:
       curator recaption --round 1 --model runs/r0/sft --prompts vila2 --batch-size 64
       curator recaption --round 1 --model runs/r0/sft --engine ray --shard 0/2
+      curator recaption --round 1 --model runs/r0/sft --engine vllm --sample --n 4   # 4 candidates per image
     """
     from curator.commands.common import open_store
     from curator.recaption import format_summary, parse_shard, recaption
@@ -53,7 +57,7 @@ def recaption_cmd(ctx, round_, model, prompts, prompts_file, kind, engine, where
                        limit=limit, shard=parse_shard(shard), batch_size=batch_size, max_new_tokens=max_new_tokens,
                        do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed, device=device,
                        image_size=image_size, prompts_file=prompts_file, address=address, num_workers=num_workers,
-                       progress=not quiet)
+                       n=n, progress=not quiet)
     click.echo(format_summary(counts))
 
 

@@ -3,6 +3,12 @@
 The local driver (curator.recaption) and the Ray driver (curator.engines.ray_engine) both import this module, so
 neither imports the other. Image decoding happens here, once per image, resized to what the checkpoint's
 processor expects; failures become `failures` rows with their reason and never stop the batch.
+
+Several samples per image (`n` in the sampling dict, only when > 1): one work item per (image, sample_idx), one
+engine request per image that returns n samples; a batch always holds all of an image's items, so one commit
+lands all of an image's samples. One bad request never fails the batch: an engine returns an exception in that
+request's place, and when an engine call fails as a whole the batch is split until the failing requests are
+alone (each goes to `failures` with its reason, the rest lands).
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ class WorkItem:
     prompt_id: str
     prompt: str
     caption_id: str
+    sample_idx: int = 0
 
 
 @dataclass
@@ -123,26 +130,43 @@ def _now():
     return datetime.now(timezone.utc)
 
 
+def batches_by_image(todo: list[WorkItem], batch_size: int) -> list[list[WorkItem]]:
+    """Chunks of at most `batch_size` images; an image's sample items (consecutive in `todo`) stay together."""
+    groups: list[list[WorkItem]] = []
+    for it in todo:
+        if groups and groups[-1][0].image_id == it.image_id:
+            groups[-1].append(it)
+        else:
+            groups.append([it])
+    return [[it for g in groups[k:k + batch_size] for it in g] for k in range(0, len(groups), batch_size)]
+
+
 def load_batch(store, job: Job, items: list[WorkItem]):
-    """Decode + resize a batch. Returns (ok items, images, failure rows)."""
+    """Decode + resize a batch (each image once). Returns (ok items, one image per ok item, failure rows)."""
     fails, ok, images = [], [], []
+    ids = list(dict.fromkeys(it.image_id for it in items))
     try:
-        data = store.image_bytes([it.image_id for it in items])
+        data = store.image_bytes(ids)
     except Exception:  # a missing/unreadable row: fall back to one at a time to find the bad ones
         data = {}
-        for it in items:
+        for i in ids:
             try:
-                data.update(store.image_bytes([it.image_id]))
+                data.update(store.image_bytes([i]))
             except Exception as e1:   # noqa: PERF203 — rare path
-                fails.append(_failure(job, it, "load", e1))
+                fails += [_failure(job, it, "load", e1) for it in items if it.image_id == i][:1]
+    decoded: dict = {}
     for it in items:
         if it.image_id not in data:
             continue
-        try:
-            images.append(decode_resize(data[it.image_id], job.image_size, job.max_pixels))
+        if it.image_id not in decoded:
+            try:
+                decoded[it.image_id] = decode_resize(data[it.image_id], job.image_size, job.max_pixels)
+            except Exception as e:  # corrupt bytes, unknown format: recorded with the reason, retried next run
+                decoded[it.image_id] = None
+                fails.append(_failure(job, it, "load", e))
+        if decoded[it.image_id] is not None:
+            images.append(decoded[it.image_id])
             ok.append(it)
-        except Exception as e:  # corrupt bytes, unknown format: recorded with the reason, retried next run
-            fails.append(_failure(job, it, "load", e))
     return ok, images, fails
 
 
@@ -157,22 +181,55 @@ def caption_rows(job: Job, items: list[WorkItem], outs) -> list[dict]:
     now = _now()
     return [{"caption_id": it.caption_id, "image_id": it.image_id, "round": job.round, "kind": job.kind,
              "text": o.text, "captioner": job.captioner, "prompt_id": it.prompt_id, "prompt": it.prompt,
-             "sampling": sampling, "sample_idx": 0, "finish_reason": o.finish_reason, "n_tokens": int(o.n_tokens),
-             "parent_caption_id": "", "transform": "", "run_id": job.run_id, "created_at": now}
+             "sampling": sampling, "sample_idx": int(it.sample_idx), "finish_reason": o.finish_reason,
+             "n_tokens": int(o.n_tokens), "parent_caption_id": "", "transform": "", "run_id": job.run_id,
+             "created_at": now}
             for it, o in zip(items, outs)]
+
+
+def _requests(items: list[WorkItem]) -> list[list[int]]:
+    """Item indices grouped into engine requests: one request per (image, prompt), its samples in one request."""
+    reqs: dict = {}
+    for k, it in enumerate(items):
+        reqs.setdefault((it.image_id, it.prompt_id, it.prompt), []).append(k)
+    return list(reqs.values())
+
+
+def generate_isolated(engine, images: list, prompts: list[str], sampling: dict, batch_size: int) -> list:
+    """engine.generate, with failures isolated to their requests: a list of n results per request (GenOut or
+    the exception that request raised). A whole-call exception splits the requests in halves until each failing
+    request is alone, so one bad request costs its own row, never the batch."""
+    n = int(sampling.get("n", 1))
+    try:
+        flat = engine.generate(images, prompts, sampling, batch_size)
+    except Exception as e:   # noqa: BLE001 — recorded per request below
+        if len(images) == 1:
+            return [[e] * n]
+        h = len(images) // 2
+        return (generate_isolated(engine, images[:h], prompts[:h], sampling, batch_size)
+                + generate_isolated(engine, images[h:], prompts[h:], sampling, batch_size))
+    return [list(flat[r * n:(r + 1) * n]) for r in range(len(images))]
 
 
 def generate_and_write(store, engine, job: Job, items, images, fails) -> dict:
     """Generate one loaded batch and commit it (captions: one commit; failures: one commit)."""
     added = 0
+    fails = list(fails)
     if items:
-        try:
-            outs = engine.generate(images, [it.prompt for it in items], job.sampling, job.batch_size)
-        except Exception as e:  # the whole batch failed in the engine (e.g. OOM): record each image, go on
-            fails = fails + [_failure(job, it, "generate", e) for it in items]
-            outs = None
-        if outs is not None:
-            added = store.add_captions(caption_rows(job, items, outs), run_id=job.run_id)
+        groups = _requests(items)
+        res = generate_isolated(engine, [images[g[0]] for g in groups], [items[g[0]].prompt for g in groups],
+                                job.sampling, job.batch_size)
+        done_items, outs = [], []
+        for g, samples in zip(groups, res):
+            bad = next((o for o in samples if isinstance(o, BaseException)), None)
+            if bad is not None:   # the request failed: one failures row for the image, with the reason
+                fails.append(_failure(job, items[g[0]], "generate", bad))
+                continue
+            for k in g:
+                done_items.append(items[k])
+                outs.append(samples[items[k].sample_idx])
+        if done_items:
+            added = store.add_captions(caption_rows(job, done_items, outs), run_id=job.run_id)
     if fails:
         store.add_failures(fails, run_id=job.run_id)
     return {"added": added, "failed": len(fails)}
@@ -187,8 +244,9 @@ def make_engine(engine: str, model: str, device: str, **kw):
     if engine == "vllm":
         from curator.engines.vllm_engine import VLLMEngine
 
-        return VLLMEngine(model, **{k: v for k, v in kw.items() if k in VLLM_KEYS})
+        return VLLMEngine(model, device=device, **{k: v for k, v in kw.items() if k in VLLM_KEYS and v is not None})
     raise InputError(f"unsupported engine {engine!r}", f"choose one of {', '.join(ENGINES)}", "e.g. --engine transformers")
 
 
-VLLM_KEYS = ("dtype", "gpu_memory_utilization", "tensor_parallel_size", "max_model_len")
+VLLM_KEYS = ("dtype", "gpu_memory_utilization", "tensor_parallel_size", "max_model_len", "kv_cache_bytes",
+             "cpu_threads")
