@@ -29,7 +29,7 @@ from curator.store import Store, check_read_only
 
 MANIFEST = "manifest.json"
 _STAGING_MARK = ".curator-build-in-progress"
-POLICIES = ("original", "recaption", "concat", "specialist-qa", "concat-specialist-qa")
+POLICIES = ("original", "recaption", "concat", "specialist-qa", "concat-specialist-qa", "best-of-n")
 FORMATS = ("llava", "parquet", "webdataset")
 DEFAULT_ROWS_PER_SHARD = 100_000
 PARQUET_ROW_GROUP = 100_000   # upper bound on rows per Parquet row group
@@ -108,6 +108,30 @@ WITH
 SELECT t.image_id AS id, t.image_id,
        [{{'from': 'human', 'value': '<image>'}}, {{'from': 'gpt', 'value': {_CONCAT_VALUE}}}] AS conversations,
        {_CONCAT_SOURCE} AS source,
+       r.text IS NULL AS fallback
+FROM train t LEFT JOIN originals o USING (image_id) LEFT JOIN recap r USING (image_id)
+WHERE r.text IS NOT NULL OR o.text IS NOT NULL
+""",
+    "best-of-n": f"""\
+-- policy: best-of-n — several sampled recaptions per image (`curator recaption --sample --n K`, sample_idx
+-- 0..K-1): of the accepted self-augment captions in the image's latest round <= $round, the one with the
+-- highest grounding score (its latest `grounding` verdict; no score ranks last; then sample_idx, caption_id).
+-- Every candidate and its score stay in the store. The original when there is no accepted recaption
+-- (source 'original', a fallback); no original: not in the build when there is no recaption either.
+WITH
+{_ACCEPTED},
+grounding AS (SELECT caption_id, score FROM latest_verdicts WHERE filter = 'grounding'),
+best_pick AS (
+  SELECT c.image_id, arg_max(c.caption_id, (c.round, g.score IS NOT NULL, coalesce(g.score, 0),
+                                            -c.sample_idx, c.caption_id)) AS caption_id
+  FROM captions c LEFT JOIN grounding g USING (caption_id)
+  WHERE c.kind = 'self' AND c.round <= $round AND c.caption_id NOT IN (SELECT caption_id FROM rejected)
+  GROUP BY c.image_id
+),
+recap AS (SELECT image_id, text FROM captions SEMI JOIN best_pick USING (caption_id))
+SELECT t.image_id AS id, t.image_id,
+       [{{'from': 'human', 'value': '<image>'}}, {{'from': 'gpt', 'value': coalesce(r.text, o.text)}}] AS conversations,
+       CASE WHEN r.text IS NOT NULL THEN 'recaption' ELSE 'original' END AS source,
        r.text IS NULL AS fallback
 FROM train t LEFT JOIN originals o USING (image_id) LEFT JOIN recap r USING (image_id)
 WHERE r.text IS NOT NULL OR o.text IS NOT NULL

