@@ -51,10 +51,12 @@ def test_zero_on_two_cpu_ranks_matches_one_plain_process(tmp_path, data, plain, 
         pytest.skip(f"DeepSpeed does not import here: {err}")
     cfg = json.loads(json.dumps(DS))
     cfg["zero_optimization"]["stage"] = zero
-    out = train_vlm(tmp_path / "ds", data["pre"], data["sft"], nproc=2, deepspeed_config=cfg, **RUN)
+    out = train_vlm(tmp_path / "ds", data["pre"], data["sft"], nproc=2, deepspeed_config=cfg, micro_batch_size=4,
+                    **RUN)
     for stage in ("align", "pretrain"):
         meta = json.loads((Path(out[stage]) / "vila2_train.json").read_text())
         assert meta["ranks"]["world_size"] == 2 and meta["ranks"]["mode"] == "deepspeed"
+        assert meta["ranks"]["gradient_accumulation_steps"] == 2   # 8 per rank in micro-batches of 4
         assert meta["ranks"]["deepspeed"] == {"zero_stage": zero, "offload_optimizer": "none", "offload_param": "none",
                                               "bf16": False}
         a = load_file(Path(plain[stage]) / "model.safetensors")

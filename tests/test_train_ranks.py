@@ -1,4 +1,4 @@
-"""Data-parallel training on CPU ranks (gloo): 2 ranks end with the weights 1 rank reaches with the same global
+"""Data-parallel training on CPU ranks (gloo): 2 ranks (accumulating over 2 micro-batches) end with the weights 1 rank reaches with the same global
 batch and seed, every sample is seen exactly once per epoch across ranks, and a crash on one rank stops the
 group with one error naming it."""
 from __future__ import annotations
@@ -53,7 +53,9 @@ def data():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, data):
     d = tmp_path_factory.mktemp("runs")
-    return {n: train_vlm(d / f"n{n}", data["pre"], data["sft"], nproc=n, **RUN) for n in (1, 2)}
+    # The 2-rank run also accumulates: 8 samples per rank per step in micro-batches of 4.
+    return {1: train_vlm(d / "n1", data["pre"], data["sft"], nproc=1, **RUN),
+            2: train_vlm(d / "n2", data["pre"], data["sft"], nproc=2, micro_batch_size=4, **RUN)}
 
 
 def test_two_ranks_end_with_the_one_rank_weights(runs):
@@ -65,7 +67,7 @@ def test_two_ranks_end_with_the_one_rank_weights(runs):
         assert gap <= TOL[stage], (stage, gap)
         m1, m2 = (json.loads((Path(runs[n][stage]) / "vila2_train.json").read_text()) for n in (1, 2))
         assert m2["ranks"] == {"world_size": 2, "mode": "ddp", "global_batch": 16, "per_rank_batch": 8,
-                               "gradient_accumulation_steps": 1}
+                               "gradient_accumulation_steps": 2}
         assert m1["ranks"]["world_size"] == 1 and m1["schedule"] == m2["schedule"]
         assert m1["steps"] == m2["steps"] and m1["samples"] == m2["samples"]
         # the logged loss is the global batch's mean on both: the same numbers to rounding

@@ -42,10 +42,10 @@ from vila2_model.errors import ModelError, require
 
 STAGES = ("align", "pretrain", "sft")
 # Arguments added after checkpoints existed: left out of the resume key while at their defaults, so finished
-# stages written before them are still reused. `nproc` never enters it (the plan of global batches does not
-# depend on it).
-_KEY_DEFAULTS = {"vision_from": None, "llm_from": None, "record_samples": False}
-_NOT_IN_KEY = ("nproc",)
+# stages written before them are still reused. `nproc` and `micro_batch_size` never enter it (how the global
+# batches are spread over processes and accumulation steps does not change what is trained).
+_KEY_DEFAULTS = {"vision_from": None, "llm_from": None, "record_samples": False, "gradient_checkpointing": False}
+_NOT_IN_KEY = ("nproc", "micro_batch_size")
 
 
 def train_vlm(out_dir: str | Path,
@@ -60,6 +60,8 @@ def train_vlm(out_dir: str | Path,
               lr_pretrain: float = 5e-4,       # paper 5e-5 for a pretrained LLM; from scratch needs more (2e-3: worse loss)
               lr_sft: float = 1e-3,            # paper 2e-5; same reason
               batch_size: int = 32,            # the global batch (all ranks together)
+              micro_batch_size: int | None = None,   # per rank per forward; fewer = gradient accumulation
+              gradient_checkpointing: bool = False,  # recompute activations in backward (real sizes)
               warmup_ratio: float = 0.03,
               weight_decay: float = 0.0,
               train_vision_in_pretrain: bool = True,
@@ -103,6 +105,7 @@ def train_vlm(out_dir: str | Path,
     model, processor, origin = starting_model(preset, pre, sft, tokenizer_texts, init_from=init_from,
                                               vision_from=vision_from, llm_from=llm_from, seed=seed,
                                               attn_implementation=attn_implementation, device=device, ranks=r)
+    say(_execution_line(device, r, bf16, model, deepspeed_config))
     stage_data = _stage_data(pre, sft, sft_in_pretrain, seed)
     epochs = {"align": epochs_align, "pretrain": epochs_pretrain, "sft": epochs_sft}
     lrs = {"align": lr_align, "pretrain": lr_pretrain, "sft": lr_sft}
@@ -128,6 +131,7 @@ def train_vlm(out_dir: str | Path,
                             freeze_vision=freeze_vision, max_steps=max_steps, device=device, bf16=bf16,
                             deepspeed_config=deepspeed_config, progress=progress,
                             sample_ids=[s.id for s in data] if record_samples else None,
+                            micro_batch_size=micro_batch_size, gradient_checkpointing=gradient_checkpointing,
                             meta={"key": stage_key, "preset": origin, "data": data_desc, "args": args})
         say(f"[{stage}] {summary['steps']} steps, {summary['samples_per_s']:.1f} samples/s on {r.world} "
             f"rank(s), loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}, saved {d}")
@@ -137,6 +141,21 @@ def train_vlm(out_dir: str | Path,
             model, processor = _load(d, attn_implementation)
         result[stage] = str(d)
     return result
+
+
+def _execution_line(device: str, r: Ranks, bf16: bool | None, model, deepspeed_config) -> str:
+    """Says how this run executes: ranks, device, precision, attention kernel (and how to get flash-attn)."""
+    import importlib.util
+
+    cuda = str(device).startswith("cuda")
+    attn = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    line = (f"[train] {r.world} rank(s) on {device}, {'bf16' if (cuda if bf16 is None else bf16) else 'fp32'}, "
+            f"attention {attn}")
+    if cuda and attn != "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        line += " (flash-attn not installed: pip install flash-attn --no-build-isolation)"
+    if deepspeed_config:
+        line += ", DeepSpeed"
+    return line
 
 
 def _samples(data: str | Path | list[Sample] | None) -> list[Sample]:
@@ -211,7 +230,8 @@ def run_stage(model, processor, enc: Encoded, out_dir: str | Path, *, stage: str
               bf16: bool | None = None, deepspeed_config: str | dict | None = None, grad_clip: float = 1.0,
               log_every: int = 10, progress: bool = True, group_by_length: bool = True,
               step_callback: Callable[[int, torch.nn.Module], None] | None = None, meta: dict | None = None,
-              sample_ids: list[str] | None = None) -> dict:
+              sample_ids: list[str] | None = None, micro_batch_size: int | None = None,
+              gradient_checkpointing: bool = False) -> dict:
     """Train `model` in place for one stage on this rank's share of each global batch; rank 0 saves it to
     out_dir. Returns the stage summary (on every rank). step_callback(step, model) runs before each optimizer
     step's forward pass (tests use it to look at the weights a stage starts from). sample_ids: write which
@@ -226,8 +246,11 @@ def run_stage(model, processor, enc: Encoded, out_dir: str | Path, *, stage: str
     total, warmup = len(plan), max(1, int(round(warmup_ratio * len(plan))))
     use_bf16 = (device != "cpu") if bf16 is None else bf16
     model.to(device)
+    if gradient_checkpointing:   # recompute each layer's activations in backward: memory for time (real sizes)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     stepper = Stepper(model, lr=lr, weight_decay=weight_decay, total=total, warmup=warmup, grad_clip=grad_clip,
-                      batch_size=batch_size, ranks=r, device=device, bf16=use_bf16, deepspeed_config=deepspeed_config)
+                      batch_size=batch_size, ranks=r, device=device, bf16=use_bf16, deepspeed_config=deepspeed_config,
+                      micro_batch_size=micro_batch_size)
     if r.main:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     log = (Path(out_dir) / "loss_log.jsonl") if r.main else None
@@ -311,11 +334,13 @@ def _train_loop(stepper: "Stepper", model, enc: Encoded, plan: list[list[int]], 
         if step_callback is not None:
             step_callback(step, model)
         share = batch[ranks.rank::ranks.world]
-        # A global batch smaller than the world leaves some ranks nothing: they run a zero-weight sample so
-        # every rank still joins the gradient all-reduce.
-        weight = 1.0 if share else 0.0
-        b = {k: v.to(device) for k, v in collate(enc, share or batch[:1], pad).items()}
-        local_sum, count = stepper.step(b, weight)
+        # Every rank runs the same number of micro-batches (gradient accumulation); one left without samples (a
+        # global batch smaller than the world, or a short last batch) runs a zero-weight sample instead, so
+        # every rank still joins each gradient all-reduce.
+        micro = [share[i::stepper.n_micro] for i in range(stepper.n_micro)]
+        parts = [({k: v.to(device) for k, v in collate(enc, m or batch[:1], pad).items()}, 1.0 if m else 0.0)
+                 for m in micro]
+        local_sum, count = stepper.step(parts)
         seen += share
         local_sums.append(local_sum)
         counts.append(count)
@@ -358,9 +383,12 @@ class Stepper:
     gradient average across ranks every rank holds the gradient of the global batch's mean loss."""
 
     def __init__(self, model, *, lr, weight_decay, total, warmup, grad_clip, batch_size, ranks: Ranks, device,
-                 bf16: bool, deepspeed_config):
+                 bf16: bool, deepspeed_config, micro_batch_size: int | None = None):
         self.model, self.ranks, self.device, self.bf16 = model, ranks, device, bf16
         self.batch_size, self.grad_clip = batch_size, grad_clip
+        self.per_rank = math.ceil(batch_size / ranks.world)
+        self.micro = min(micro_batch_size or self.per_rank, self.per_rank)
+        self.n_micro = math.ceil(self.per_rank / self.micro)    # gradient accumulation steps
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.loss_fn = SupervisedLoss(model)
         schedule = lambda s: _cosine(s, total, warmup)  # noqa: E731
@@ -389,7 +417,8 @@ class Stepper:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")   # DeepSpeed picks its accelerator at import
         ds = require("deepspeed", "distributed", "DeepSpeed ZeRO training")
         cfg = deepspeed_settings(deepspeed_config, batch_size=self.batch_size, world=self.ranks.world,
-                                 grad_clip=self.grad_clip, bf16=self.bf16, lr=lr, weight_decay=weight_decay)
+                                 micro=self.micro, n_micro=self.n_micro, grad_clip=self.grad_clip, bf16=self.bf16,
+                                 lr=lr, weight_decay=weight_decay)
         self.ds_config = cfg
         if "optimizer" in cfg:   # DeepSpeed builds it (CPU-Adam under offload, or torch's with torch_adam)
             opt = None
@@ -401,24 +430,38 @@ class Stepper:
                                                              optimizer=opt, lr_scheduler=sched, config=cfg)
         self.forward = self.engine
 
-    def step(self, batch: dict, weight: float) -> tuple[float, int]:
-        """Forward + backward + optimizer step; returns (this rank's summed loss, its supervised count)."""
-        count = int((batch["labels"][:, 1:] != -100).sum()) if weight else 0
-        n_global = self._all_sum(count)
-        autocast = self.bf16 and self.engine is None   # a bf16 DeepSpeed engine already runs in bf16
-        with torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16, enabled=autocast):
-            summed = self.forward(**batch)
-        loss = summed * (weight * self.ranks.world / max(n_global, 1))
+    def step(self, parts: list[tuple[dict, float]]) -> tuple[float, int]:
+        """Forward + backward of each (micro-batch, weight), then one optimizer step; returns (this rank's summed
+        loss, its supervised count)."""
+        from contextlib import nullcontext
+
+        counts = [int((b["labels"][:, 1:] != -100).sum()) if w else 0 for b, w in parts]
+        scale = self.ranks.world / max(self._all_sum(sum(counts)), 1)
         if self.engine is not None:
-            self.engine.backward(loss)
-            self.engine.step()
+            scale *= len(parts)   # the engine divides each micro-batch's loss by the accumulation steps
         else:
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+        autocast = self.bf16 and self.engine is None   # a bf16 DeepSpeed engine already runs in bf16
+        total = 0.0
+        for i, (batch, weight) in enumerate(parts):
+            # DDP all-reduces on the last micro-batch's backward only
+            sync = self.mode != "ddp" or i == len(parts) - 1
+            with nullcontext() if sync else self.forward.no_sync():
+                with torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16,
+                                    enabled=autocast):
+                    summed = self.forward(**batch)
+                loss = summed * (weight * scale)
+                if self.engine is not None:
+                    self.engine.backward(loss)
+                    self.engine.step()    # steps the optimizer at the accumulation boundary only
+                else:
+                    loss.backward()
+            total += float(summed.detach()) * weight
+        if self.engine is None:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
             self.opt.step()
             self.sched.step()
-        return float(summed.detach()) * weight, count
+        return total, sum(counts)
 
     def _all_sum(self, x: float) -> float:
         if self.ranks.world == 1:
@@ -445,9 +488,8 @@ class Stepper:
 
     def describe(self) -> dict:
         """The run's data-parallel facts, for vila2_train.json and the runs table."""
-        per_rank = math.ceil(self.batch_size / self.ranks.world)
         d = {"world_size": self.ranks.world, "mode": self.mode, "global_batch": self.batch_size,
-             "per_rank_batch": per_rank, "gradient_accumulation_steps": 1}
+             "per_rank_batch": self.per_rank, "gradient_accumulation_steps": self.n_micro}
         if self.ds_config is not None:
             z = self.ds_config.get("zero_optimization", {})
             d["deepspeed"] = {"zero_stage": z.get("stage", 0),
@@ -469,16 +511,15 @@ class Stepper:
         return broadcast(h, self.ranks)
 
 
-def deepspeed_settings(config: str | Path | dict, *, batch_size: int, world: int, grad_clip: float, bf16: bool,
-                       lr: float, weight_decay: float) -> dict:
+def deepspeed_settings(config: str | Path | dict, *, batch_size: int, world: int, micro: int, n_micro: int,
+                       grad_clip: float, bf16: bool, lr: float, weight_decay: float) -> dict:
     """The recipe's DeepSpeed mapping (or a JSON file) completed from the stage: batch sizes from the global
     batch (these always win: the batch is the recipe's), clipping, bf16, and the optimizer's lr / betas /
     weight decay when the config names an optimizer."""
     cfg = json.loads(Path(config).read_text()) if isinstance(config, (str, Path)) else json.loads(json.dumps(config))
-    per_rank = math.ceil(batch_size / world)
-    cfg["train_micro_batch_size_per_gpu"] = per_rank
-    cfg["gradient_accumulation_steps"] = 1
-    cfg["train_batch_size"] = per_rank * world
+    cfg["train_micro_batch_size_per_gpu"] = micro
+    cfg["gradient_accumulation_steps"] = n_micro
+    cfg["train_batch_size"] = micro * n_micro * world
     cfg.setdefault("gradient_clipping", grad_clip)
     cfg.setdefault("bf16", {"enabled": bf16})
     cfg.setdefault("steps_per_print", 10 ** 9)   # the stage logs its own loss and speed
