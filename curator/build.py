@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curator import schema
-from curator.errors import InputError, StoreError
+from curator.errors import InputError, StoreError, check_round
 from curator.store import Store, check_read_only
 
 MANIFEST = "manifest.json"
@@ -270,10 +270,12 @@ def build(store: Store, round: int, policy: str | None = None, format: str = "pa
           prompts_file: str | None = None) -> BuildResult:
     """Materialise a training set with a named policy (default concat) or your own `sql` (recorded as
     policy 'custom' unless you name it). `at` reads a past state (tag, version, or {table: version})."""
+    check_round(round)
     if format not in FORMATS:
         raise InputError(f"unknown format {format!r}", f"choose one of {', '.join(FORMATS)}", "e.g. --format parquet")
     if rows_per_shard < 1:
-        raise InputError(f"rows_per_shard must be >= 1, got {rows_per_shard}", "", "e.g. 100000")
+        raise InputError(f"rows_per_shard must be >= 1, got {rows_per_shard}", "each shard holds at least one row",
+                         "e.g. --rows-per-shard 100000")
     named = sql is None
     if named:
         policy = policy or "concat"

@@ -44,3 +44,14 @@ def require(module: str, extra: str, feature: str):
         return importlib.import_module(module)
     except ImportError as e:  # only a missing package is turned into the extra hint
         raise MissingExtraError(module.split(".")[0], extra, feature) from e
+
+
+ROUND_MAX = 2**31 - 1   # captions.round is an int32
+
+
+def check_round(round, name: str = "round") -> int:
+    """A round number the store can hold: 0 (the original captions) .. ROUND_MAX."""
+    if isinstance(round, bool) or not isinstance(round, int) or not 0 <= round <= ROUND_MAX:
+        raise InputError(f"{name} {round!r} is not a round number", f"rounds are whole numbers 0..{ROUND_MAX} "
+                         "(0 = the original captions)", f"e.g. --{name} 1")
+    return round

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 
 from curator import schema
-from curator.errors import InputError
+from curator.errors import InputError, check_round
 
 # ------------------------------------------------------------------------------------------ config
 
@@ -120,7 +120,8 @@ def make_configs(filters: list[str] | None = None, thresholds: dict | None = Non
             try:
                 getattr(cfgs[f], kind)[p] = type(cur)(value) if not isinstance(cur, str) else str(value)
             except ValueError:
-                raise InputError(f"{key}={value} is not a {type(cur).__name__}", "", f"e.g. {key}={cur}") from None
+                raise InputError(f"{key}={value} is not {'an' if type(cur) is int else 'a'} {type(cur).__name__}",
+                                 f"{f}'s {kind} {p} is a number", f"e.g. {key}={cur}") from None
     if "charset" in cfgs and cfgs["charset"].score["charset"] not in CHARSETS_PY:
         raise InputError(f"unknown charset {cfgs['charset'].score['charset']!r}", f"choose {sorted(CHARSETS_PY)}",
                          "e.g. --param charset.charset=printable")
@@ -537,8 +538,13 @@ def run_filters(store, round: int, filters: list[str] | None = None, thresholds:
                 batch_size: int = 256, device: str = "cpu", progress: bool = False) -> dict:
     """Score round `round`'s recaptions with `filters` (default: the text filters; add "grounding" for the
     model-in-the-loop score) and append one verdict per caption × filter. Returns counts per filter."""
+    check_round(round)
     filters = list(filters or TEXT_FILTERS)
     cfgs = make_configs(filters, thresholds, params)
+    if not _candidates(store, round, kind).num_rows:
+        raise InputError(f"round {round} has no recaptions{f' of kind {kind}' if kind else ''} to filter",
+                         "filters judge recaptions (round ≥ 1), and none are stored for it",
+                         f"run `curator recaption --round {round} …` first, or pick a round from `curator rounds`")
     run_id = store.start_run("filter", round, {"filters": filters, "thresholds": thresholds or {},
                                                "params": params or {}, "kind": kind, "model": model})
     counts: dict = {"run_id": run_id, "filters": {}}

@@ -638,6 +638,8 @@ def ingest(store: Store, *, folder: str | None = None, captions: str | None = No
         raise InputError("ingest needs exactly one source", f"got {', '.join(given) or 'none'}",
                          "pass one of --folder, --manifest, --hf, --webdataset, --synthetic N")
     kind = given[0]
+    _check_source(folder=folder, captions=captions, manifest=manifest, hf=hf, synthetic=synthetic,
+                  batch_size=batch_size, max_pixels=max_pixels)
     common = dict(batch_size=batch_size, max_pixels=max_pixels, progress=progress)
     if kind == "folder":
         n_images, n_ignored = scan_folder(folder)
@@ -656,6 +658,26 @@ def ingest(store: Store, *, folder: str | None = None, captions: str | None = No
         return ingest_items(store, iter_webdataset(shards, split), "webdataset", {"shards": shards}, **common)
     return ingest_items(store, iter_synthetic_items(int(synthetic), seed, split), "synthetic",
                         {"n": int(synthetic), "seed": seed}, total=int(synthetic), **common)
+
+
+def _check_source(*, folder, captions, manifest, hf, synthetic, batch_size, max_pixels) -> None:
+    """Refuse a missing path or an impossible number before a run is recorded (the store stays as it was)."""
+    for flag, path, want in (("--folder", folder, "dir"), ("--captions", captions, "file"),
+                             ("--manifest", manifest, "file"), ("--hf", hf, "any")):
+        if path is None:
+            continue
+        if not os.path.exists(path):
+            raise InputError(f"{flag} {path} not found", "the path does not exist", f"check {flag}")
+        if want == "dir" and not os.path.isdir(path):
+            raise InputError(f"{flag} {path} is not a directory", f"{flag} takes a folder of images",
+                             "pass the folder, or use --manifest for a list of files")
+        if want == "file" and os.path.isdir(path):
+            raise InputError(f"{flag} {path} is a directory", f"{flag} takes a file (.jsonl, .csv or .parquet)",
+                             "pass the file inside it")
+    for flag, value in (("--synthetic", synthetic), ("--batch-size", batch_size), ("--max-pixels", max_pixels)):
+        if value is not None and int(value) < (0 if flag == "--synthetic" else 1):
+            raise InputError(f"{flag} {value} is out of range", "it counts images or pixels",
+                             f"pass a positive {flag}")
 
 
 def _manifest_length(path: str) -> int | None:
@@ -680,6 +702,9 @@ def expand_shards(paths: list[str]) -> list[str]:
             out += sorted(glob.glob(os.path.join(p, "*.tar")))
         elif any(ch in p for ch in "*?["):
             out += sorted(glob.glob(p))
+        elif not os.path.isfile(p):
+            raise InputError(f"WebDataset shard {p} not found", "the path does not exist",
+                             "pass .tar files, a folder of them, or a glob like 'shards/*.tar'")
         else:
             out.append(p)
     if not out:

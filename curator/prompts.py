@@ -75,7 +75,7 @@ def _load(path: str) -> PromptBook:
         raise InputError(f"prompts file {path} is not valid YAML", str(e).splitlines()[0],
                          "fix the YAML syntax") from None
     if not isinstance(data, dict) or not isinstance(data.get("prompts"), dict):
-        raise InputError(f"prompts file {path} has no `prompts:` mapping", "",
+        raise InputError(f"prompts file {path} has no `prompts:` mapping", "a prompts file maps prompt ids to texts",
                          "see curator/prompts.yaml for the layout")
     unknown = set(data) - {"prompts", "sets", "question_pools"}
     if unknown:

@@ -93,10 +93,15 @@ def _short(v, n: int) -> str:
 
 
 def write(table: pa.Table, out: str, fmt: str) -> None:
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+    """Write a result to the file `out` (its directory must exist; nothing is created on the way)."""
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
 
-        pq.write_table(table, out)
-        return
-    with open(out, "w", encoding="utf-8", newline="") as f:
-        f.write(render(table, fmt, max_rows=table.num_rows))
+            pq.write_table(table, out)
+            return
+        with open(out, "w", encoding="utf-8", newline="") as f:
+            f.write(render(table, fmt, max_rows=table.num_rows))
+    except OSError as e:
+        raise InputError(f"cannot write --out {out}", e.strerror or str(e),
+                         "pass a file path in an existing, writable directory") from None

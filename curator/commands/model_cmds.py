@@ -6,6 +6,11 @@ import json
 
 import click
 
+from curator.commands.common import POSITIVE, ROUND, open_store
+
+OUT_DIR = click.Path(file_okay=False)
+EPOCHS = click.FloatRange(min=0, min_open=True)
+
 
 def _example(*lines: str) -> str:
     return "\b\nExample:\n" + "\n".join("  " + line for line in lines)
@@ -16,17 +21,17 @@ def _example(*lines: str) -> str:
     "curator train --data builds/r1 --sft world/sft/data.json --out models/r1 --round 1 --recipe round0-cpu"))
 @click.option("--data", required=True, help="Pretraining set: a build_id (see `curator builds`) or a build output path.")
 @click.option("--sft", required=True, type=click.Path(exists=True), help="SFT set (LLaVA data.json or a build dir).")
-@click.option("--out", "out_dir", required=True, type=click.Path(), help="Checkpoint directory (one subdir per stage).")
-@click.option("--round", "round_", type=int, default=None, help="Round of this model (default: the build's round).")
+@click.option("--out", "out_dir", required=True, type=OUT_DIR, help="Checkpoint directory (one subdir per stage).")
+@click.option("--round", "round_", type=ROUND, default=None, help="Round of this model (default: the build's round).")
 @click.option("--recipe", default=None, help="YAML recipe: a name in vila2_model/presets (round0-cpu, gpu-8b) or a path.")
 @click.option("--preset", default=None, help="Model preset (see `curator models --presets`); overrides the recipe.")
-@click.option("--epochs-align", type=float, default=None)
-@click.option("--epochs-pretrain", type=float, default=None)
-@click.option("--epochs-sft", type=float, default=None)
-@click.option("--batch-size", type=int, default=None)
+@click.option("--epochs-align", type=EPOCHS, default=None)
+@click.option("--epochs-pretrain", type=EPOCHS, default=None)
+@click.option("--epochs-sft", type=EPOCHS, default=None)
+@click.option("--batch-size", type=POSITIVE, default=None)
 @click.option("--seed", type=int, default=None)
 @click.option("--device", default=None, help="cpu | cuda (bf16 autocast is on by default on GPU).")
-@click.option("--max-steps", type=int, default=None, help="Cap each stage at N steps (smoke runs).")
+@click.option("--max-steps", type=POSITIVE, default=None, help="Cap each stage at N steps (smoke runs).")
 @click.option("--parent", default="", help="model_id to record as the align stage's parent (lineage across rounds).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
@@ -38,7 +43,6 @@ def train_cmd(ctx, data, sft, out_dir, round_, recipe, preset, epochs_align, epo
     `models` table with round, stage, build and parent. Rerunning with the same arguments reuses
     finished stages.
     """
-    from curator.commands.common import open_store
     from curator.training import train
 
     res = train(open_store(ctx), out_dir, data, sft, round=round_, recipe=recipe, parent_model_id=parent,
@@ -57,18 +61,18 @@ def train_cmd(ctx, data, sft, out_dir, round_, recipe, preset, epochs_align, epo
 @click.option("--role", required=True, help="Specialist name: spatial | grounding | ocr | your own.")
 @click.option("--captions", "caption_data", type=click.Path(exists=True), default=None,
               help="Caption/SFT data mixed in so the specialist keeps writing prose.")
-@click.option("--mix-ratio", type=float, default=1.0, show_default=True, help="Caption samples per task sample.")
-@click.option("--out", "out_dir", required=True, type=click.Path())
-@click.option("--epochs", type=float, default=None)
-@click.option("--lr", type=float, default=None)
+@click.option("--mix-ratio", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Caption samples per task sample.")
+@click.option("--out", "out_dir", required=True, type=OUT_DIR)
+@click.option("--epochs", type=EPOCHS, default=None)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--seed", type=int, default=None)
 @click.option("--device", default=None)
-@click.option("--max-steps", type=int, default=None)
+@click.option("--max-steps", type=POSITIVE, default=None)
 @click.pass_context
 def train_specialist_cmd(ctx, stage2, task_data, role, caption_data, mix_ratio, out_dir, epochs, lr, seed, device,
                          max_steps):
     """Fine-tune a specialist from a stage-2 checkpoint on task data mixed with caption data (VILA² §2)."""
-    from curator.commands.common import open_store
     from curator.training import train_specialist
 
     res = train_specialist(open_store(ctx), out_dir, stage2, task_data, role, caption_data=caption_data,
@@ -81,7 +85,7 @@ def train_specialist_cmd(ctx, stage2, task_data, role, caption_data, mix_ratio, 
 @click.option("--model", required=True, help="A checkpoint directory or a model_id (prefix) from `curator models`.")
 @click.option("--eval", "eval_json", required=True, type=click.Path(), help="The world's eval/eval.json.")
 @click.option("--out", "out_json", type=click.Path(), default=None, help="Metrics + predictions JSON (default: CKPT/eval.json).")
-@click.option("--limit", type=int, default=None, help="Only the first N eval items.")
+@click.option("--limit", type=POSITIVE, default=None, help="Only the first N eval items.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-grounding", is_flag=True, help="Skip the grounded-narration prompt.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
@@ -89,7 +93,6 @@ def train_specialist_cmd(ctx, stage2, task_data, role, caption_data, mix_ratio, 
 def eval_cmd(ctx, model, eval_json, out_json, limit, device, no_grounding, as_json):
     """Grade a model on the held-out synthetic eval set: caption precision / recall / P x R / length
     (vs. the alt-text), VQA accuracy per skill, grounding IoU. Metrics go to the models table and a JSON file."""
-    from curator.commands.common import open_store
     from curator.training import evaluate
 
     res = evaluate(open_store(ctx), model, eval_json, out_json=out_json, limit=limit, device=device,
@@ -127,7 +130,6 @@ def models_cmd(ctx, presets):
         for name in list_recipes():
             click.echo(f"recipe  {name}")
         return
-    from curator.commands.common import open_store
     from curator.training import list_models
 
     rows = list_models(open_store(ctx)).to_pylist()

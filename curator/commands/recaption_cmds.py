@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import click
 
+from curator.commands.common import POSITIVE, ROUND, open_store
+from curator.errors import InputError
+
 
 def register(cli: click.Group) -> None:
     cli.add_command(recaption_cmd)
@@ -11,7 +14,7 @@ def register(cli: click.Group) -> None:
 
 
 @click.command("recaption")
-@click.option("--round", "round_", type=int, required=True, help="Round to write (round k = captions by the round k-1 model).")
+@click.option("--round", "round_", type=ROUND, required=True, help="Round to write (round k = captions by the round k-1 model).")
 @click.option("--model", required=True, type=click.Path(exists=True, file_okay=False),
               help="Local HF image-text-to-text checkpoint directory (with a chat template).")
 @click.option("--prompts", default="vila2", show_default=True, help="Prompt set or prompt id (see `curator prompts`).")
@@ -20,20 +23,20 @@ def register(cli: click.Group) -> None:
 @click.option("--kind", default="self", show_default=True, help="self, or a specialist name (spatial, grounding, ocr, ...).")
 @click.option("--engine", type=click.Choice(["transformers", "vllm", "ray"]), default="transformers", show_default=True)
 @click.option("--where", default=None, help="SQL condition over the images table (default: split = 'train').")
-@click.option("--limit", type=int, default=None, help="At most this many images (the first by image_id).")
+@click.option("--limit", type=POSITIVE, default=None, help="At most this many images (the first by image_id).")
 @click.option("--shard", default=None, help="i/n: only images whose id hashes to shard i of n.")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Images per engine call and per commit.")
-@click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=32, show_default=True, help="Images per engine call and per commit.")
+@click.option("--max-new-tokens", type=POSITIVE, default=128, show_default=True)
 @click.option("--sample/--greedy", "do_sample", default=False, show_default=True, help="Sampling or greedy decoding.")
-@click.option("--temperature", type=float, default=1.0, show_default=True)
-@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Prompt-draw and sampling seed.")
 @click.option("--n", "n", type=int, default=1, show_default=True,
               help="Sampled captions per image (needs --sample); each is its own caption version (sample_idx).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
-@click.option("--image-size", type=int, default=None, help="Resize images to this square size (default: the model's).")
+@click.option("--image-size", type=POSITIVE, default=None, help="Resize images to this square size (default: the model's).")
 @click.option("--address", default=None, help="Ray cluster address (ray engine); default starts a local one.")
-@click.option("--workers", "num_workers", type=int, default=1, show_default=True, help="Ray actors / vLLM replicas.")
+@click.option("--workers", "num_workers", type=POSITIVE, default=1, show_default=True, help="Ray actors / vLLM replicas.")
 @click.option("--worker-engine", type=click.Choice(["transformers", "vllm"]), default=None,
               help="Ray engine: the engine each actor loads (default: transformers on CPU, ray.data.llm's vLLM on GPU).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -53,7 +56,6 @@ def recaption_cmd(ctx, round_, model, prompts, prompts_file, kind, engine, where
       curator recaption --round 1 --model runs/r0/sft --engine ray --worker-engine vllm --workers 2
       curator recaption --round 1 --model runs/r0/sft --engine vllm --sample --n 4   # 4 candidates per image
     """
-    from curator.commands.common import open_store
     from curator.recaption import format_summary, parse_shard, recaption
 
     counts = recaption(open_store(ctx), round_, model, prompts=prompts, kind=kind, engine=engine, where=where,
@@ -90,7 +92,7 @@ def prompts_cmd(prompts_file):
 
 
 @click.command("filter")
-@click.option("--round", "round_", type=int, required=True, help="Round whose recaptions to score.")
+@click.option("--round", "round_", type=ROUND, required=True, help="Round whose recaptions to score.")
 @click.option("--filters", "filter_names", default=None,
               help="Comma-separated filters (default: repetition,ngram,length,truncation,charset,template; "
                    "add grounding for the model-in-the-loop score, clip for open_clip).")
@@ -101,7 +103,7 @@ def prompts_cmd(prompts_file):
 @click.option("--model", default=None, type=click.Path(exists=True, file_okay=False),
               help="Captioner checkpoint for the grounding filter (default: its path in the models table).")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
 @click.option("--report", is_flag=True, help="After filtering, print counts by filter and reason (latest verdicts).")
 @click.option("--report-only", is_flag=True, help="Only print the report; score nothing.")
 @click.pass_context
@@ -118,7 +120,6 @@ def filter_cmd(ctx, round_, filter_names, thresholds, params, kind, model, devic
       curator filter --round 1 --filters grounding --model runs/r0/sft
       curator filter --round 1 --report-only
     """
-    from curator.commands.common import open_store
     from curator.filters import filter_report, parse_thresholds, run_filters
 
     store = open_store(ctx)
@@ -127,9 +128,6 @@ def filter_cmd(ctx, round_, filter_names, thresholds, params, kind, model, devic
         counts = run_filters(store, round_, filters=names, thresholds=parse_thresholds(list(thresholds)),
                              params=parse_thresholds(list(params)), kind=kind, model=model, device=device,
                              batch_size=batch_size)
-        if counts["captions"] == 0:
-            click.echo(f"round {round_} has no recaptions{f' of kind {kind}' if kind else ''} to filter — "
-                       f"run `curator recaption --round {round_} …` first", err=True)
         click.echo(f"run {counts['run_id']}: {counts['captions']} captions, "
                    f"{counts.get('repcut_versions', 0)} repetition-cut versions written")
         for name, c in counts["filters"].items():
@@ -138,6 +136,10 @@ def filter_cmd(ctx, round_, filter_names, thresholds, params, kind, model, devic
                        f"computed {c['computed']:>7}  reused {c['reused']:>7}  new verdicts {c['written']:>7}{extra}")
     if report or report_only:
         r = filter_report(store, round_, kind)
+        if r["captions"] == 0:
+            raise InputError(f"round {round_} has no recaptions{f' of kind {kind}' if kind else ''} to report on",
+                             "filters judge recaptions (round ≥ 1), and none are stored for it",
+                             f"run `curator recaption --round {round_} …` first, or pick a round from `curator rounds`")
         click.echo(f"round {round_}: {r['captions']} captions, {r['accepted']} accepted (no latest verdict rejects)")
         for row in r["by_reason"]:
             if not row["keep"]:

@@ -6,13 +6,28 @@ import json
 
 import click
 
-from curator.errors import InputError
 from curator.build import POLICIES
+from curator.commands.common import COUNT, POSITIVE, ROUND, check_out_file
+from curator.errors import InputError
+
+SYNTHETIC_MAX = 100_000_000
 
 
 def _example(*lines: str) -> str:
     """Help epilog: click prints it after the options, so every --help ends with the example."""
     return "\b\nExample:\n" + "\n".join("  " + line for line in lines)
+
+
+def _read_sql(path: str) -> str:
+    """A policy SELECT from a file (UTF-8 text)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise InputError(f"--sql {path} is not UTF-8 text", f"byte {e.start} cannot be decoded",
+                         "save the policy as a plain-text .sql file") from None
+    except OSError as e:
+        raise InputError(f"cannot read --sql {path}", e.strerror or str(e), "pass a readable .sql file") from None
 
 
 def _at(at: str | None, version: int | None):
@@ -22,18 +37,18 @@ def _at(at: str | None, version: int | None):
 
 
 @click.command("ingest", epilog=_example('curator ingest --folder photos/ --captions photos/captions.jsonl', 'curator ingest --synthetic 1000 --seed 0'))
-@click.option("--folder", type=click.Path(), help="A folder of images (recursive); captions from --captions or <stem>.txt.")
-@click.option("--captions", type=click.Path(), help="Captions file for --folder: .jsonl/.csv/.parquet with file + caption.")
-@click.option("--manifest", type=click.Path(), help="A .jsonl/.parquet manifest: file (relative to it) + caption [+ meta].")
-@click.option("--hf", type=click.Path(), help="A local Hugging Face dataset (save_to_disk dir, parquet or imagefolder).")
+@click.option("--folder", type=click.Path(exists=True, file_okay=False), help="A folder of images (recursive); captions from --captions or <stem>.txt.")
+@click.option("--captions", type=click.Path(exists=True, dir_okay=False), help="Captions file for --folder: .jsonl/.csv/.parquet with file + caption.")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False), help="A .jsonl/.parquet manifest: file (relative to it) + caption [+ meta].")
+@click.option("--hf", type=click.Path(exists=True), help="A local Hugging Face dataset (save_to_disk dir, parquet or imagefolder).")
 @click.option("--image-column", default="image", show_default=True, help="Image column for --hf.")
 @click.option("--caption-column", default=None, help="Caption column for --hf (default: caption/text/alt_text).")
 @click.option("--webdataset", multiple=True, type=click.Path(), help="WebDataset .tar shards (img2dataset layout); a folder or glob works.")
-@click.option("--synthetic", type=int, default=None, help="Generate N synthetic-world images (with --seed).")
+@click.option("--synthetic", type=click.IntRange(1, SYNTHETIC_MAX), default=None, help="Generate N synthetic-world images (with --seed).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --synthetic.")
 @click.option("--split", default="train", show_default=True, help="images.split for what lands (train = pretraining pool).")
-@click.option("--batch-size", type=int, default=2048, show_default=True, help="Rows per commit.")
-@click.option("--max-pixels", type=int, default=None, help="Decompression-bomb cap (default 40,000,000 pixels).")
+@click.option("--batch-size", type=POSITIVE, default=2048, show_default=True, help="Rows per commit.")
+@click.option("--max-pixels", type=POSITIVE, default=None, help="Decompression-bomb cap (default 40,000,000 pixels).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's counts as JSON instead of the summary.")
 @click.pass_context
 def ingest_cmd(ctx, folder, captions, manifest, hf, image_column, caption_column, webdataset, synthetic, seed,
@@ -60,11 +75,11 @@ def ingest_cmd(ctx, folder, captions, manifest, hf, image_column, caption_column
 @click.command("sql", epilog=_example('curator sql "SELECT round, kind, count(*) FROM captions GROUP BY ALL ORDER BY ALL"', 'curator sql --at round-0 "SELECT * FROM captions LIMIT 5" --out sample.csv'))
 @click.argument("query")
 @click.option("--at", default=None, help="Read a tagged state, e.g. round-2.")
-@click.option("--version", type=int, default=None, help="Read store version N (captions table version).")
+@click.option("--version", type=COUNT, default=None, help="Read store version N (captions table version).")
 @click.option("--out", type=click.Path(), default=None, help="Write the result to a file instead of stdout.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default=None,
               help="Output format (default: from --out's extension, else table).")
-@click.option("--max-rows", type=int, default=50, show_default=True, help="Rows shown in table format.")
+@click.option("--max-rows", type=POSITIVE, default=50, show_default=True, help="Rows shown in table format.")
 @click.pass_context
 def sql_cmd(ctx, query, at, version, out, fmt, max_rows):
     """Run one read-only SELECT over the store's tables.
@@ -79,6 +94,8 @@ def sql_cmd(ctx, query, at, version, out, fmt, max_rows):
     f = sqlmod.infer_format(out, fmt)
     if f == "parquet" and not out:
         raise InputError("--format parquet needs --out", "Parquet is binary", "pass --out result.parquet")
+    if out:
+        check_out_file(out)          # before the query runs: a bad path fails fast
     table = sqlmod.run_sql(open_store(ctx), query, at=_at(at, version))
     if out:
         sqlmod.write(table, out, f)
@@ -88,7 +105,7 @@ def sql_cmd(ctx, query, at, version, out, fmt, max_rows):
 
 
 @click.command("build", epilog=_example('curator build --round 1 --policy concat --format parquet --out builds/r1', 'curator build --policy concat --show-sql > my_policy.sql', 'curator build --from-manifest builds/r1/manifest.json --out builds/r1-again'))
-@click.option("--round", "round_", type=int, default=None, help="Round N: uses captions with round <= N.")
+@click.option("--round", "round_", type=ROUND, default=None, help="Round N: uses captions with round <= N.")
 @click.option("--policy", type=click.Choice(list(POLICIES)), default="concat",
               show_default=True, help="Named policy (SQL; see --show-sql).")
 @click.option("--sql", "sql_file", type=click.Path(), default=None, help="Your own policy SELECT from FILE (replaces --policy).")
@@ -99,7 +116,7 @@ def sql_cmd(ctx, query, at, version, out, fmt, max_rows):
 @click.option("--out", type=click.Path(), default=None, help="Output directory (default builds/round<N>-<policy>-<format>-<id>).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed (specialist shuffling / question draw).")
 @click.option("--at", default=None, help="Build from a tagged state, e.g. round-1.")
-@click.option("--rows-per-shard", type=int, default=100_000, show_default=True, help="Rows per Parquet file / tar shard.")
+@click.option("--rows-per-shard", type=POSITIVE, default=100_000, show_default=True, help="Rows per Parquet file / tar shard.")
 @click.option("--from-manifest", type=click.Path(), default=None, help="Reproduce a recorded build byte for byte.")
 @click.option("--overwrite", is_flag=True, help="Replace a previous build's output directory (nothing else is ever replaced).")
 @click.pass_context
@@ -126,11 +143,7 @@ def build_cmd(ctx, round_, policy, sql_file, show_sql, prompts_file, fmt, out, s
         raise InputError("--round is required", "a build is for one round's retraining", "e.g. --round 1")
     sql = None
     if sql_file:
-        try:
-            with open(sql_file, encoding="utf-8") as f:
-                sql = f.read()
-        except OSError as e:
-            raise InputError(f"cannot read --sql {sql_file}", str(e), "pass a readable .sql file") from e
+        sql = _read_sql(sql_file)
         if ctx.get_parameter_source("policy") == click.core.ParameterSource.DEFAULT:
             policy = None   # recorded as "custom"
     res = b.build(store, round_, policy, fmt, out=out, sql=sql, seed=seed, at=at, rows_per_shard=rows_per_shard,

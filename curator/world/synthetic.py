@@ -703,12 +703,27 @@ def load_world_config(path) -> WorldConfig:
     p = Path(path)
     if not p.exists():
         raise InputError(f"world config {p} not found", "the path does not exist", "check the path")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"world config {p} cannot be read", " ".join(str(e).split())[:200],
+                         "pass a UTF-8 YAML or JSON file") from None
     if p.suffix in (".yaml", ".yml"):
         import yaml
-        d = yaml.safe_load(text) or {}
+
+        try:
+            d = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise InputError(f"world config {p} is not valid YAML", " ".join(str(e).split())[:200],
+                             "fix the syntax (see examples/synthetic_world.yaml)") from None
     else:
-        d = json.loads(text)
+        try:
+            d = json.loads(text)
+        except ValueError as e:
+            raise InputError(f"world config {p} is not valid JSON", str(e), "fix the syntax") from None
+    if not isinstance(d, dict):
+        raise InputError(f"world config {p} is not a mapping", f"it holds a {type(d).__name__}",
+                         "write WorldConfig fields as `name: value` lines (see examples/synthetic_world.yaml)")
     if "config" in d and "world_version" in d:
         d = d["config"]
     return WorldConfig.from_dict(d)
