@@ -264,6 +264,15 @@ class BuildResult:
         return self.manifest["rows"]
 
 
+def _progress(store: Store, versions: dict, desc: str):
+    """A tqdm bar over the rows written, sized by the training images (one row each under the built-in
+    policies), so it shows an ETA; off when stderr is not a terminal."""
+    from tqdm.auto import tqdm
+
+    n = store.sql("SELECT count(*) AS n FROM images WHERE split = 'train'", at=versions).column("n")[0].as_py()
+    return tqdm(total=n, desc=desc, unit="row", disable=None, leave=False)
+
+
 def build(store: Store, round: int, policy: str | None = None, format: str = "parquet", out: str | None = None,
           sql: str | None = None, seed: int = 0, at=None, rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
           overwrite: bool = False, expect_content_hash: str | None = None,
@@ -315,9 +324,11 @@ def build(store: Store, round: int, policy: str | None = None, format: str = "pa
                           else _WdsWriter(staging, rows_per_shard, _wds_image_ext(con)))
                 reader = con.sql(_wrap(body, tap), params=params).to_arrow_reader(4096)
                 id_chunks = []
-                for batch in reader:
-                    writer.write(batch)
-                    id_chunks.append(batch.column("id"))
+                with _progress(store, versions, f"build round {round} ({format})") as bar:
+                    for batch in reader:
+                        writer.write(batch)
+                        id_chunks.append(batch.column("id"))
+                        bar.update(batch.num_rows)
                 files = writer.close()
                 ids = pa.chunked_array(id_chunks, pa.string())
         except duckdb.Error as e:
