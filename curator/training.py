@@ -45,29 +45,50 @@ def resolve_build(store, data: str) -> tuple[str, str, int | None]:
 
 def train(store, out_dir: str | Path, data: str, sft: str, round: int | None = None, recipe: str | None = None,
           role: str = "generalist", parent_model_id: str = "", **overrides) -> dict:
-    """Three stages from scratch on `data` (build_id or path) + the SFT set, then one `models` row per stage:
+    """Three stages on `data` (build_id or path) + the SFT set, then one `models` row per stage:
     align's parent is `parent_model_id` (e.g. the previous round's SFT model, for lineage), each later stage's
-    parent is the stage before it. Returns {"models": {stage: model_id}, "paths": {stage: dir}}."""
+    parent is the stage before it. Returns {"models": {stage: model_id}, "paths": {stage: dir}}.
+
+    Data parallel: `nproc=N` (an override or a recipe key) starts N training processes from here; this process
+    alone touches the store. Under torchrun every rank calls this function: rank 0 reads the store, tells the
+    other ranks the build's path, and registers the checkpoints; the others pass store=None."""
     from vila2_model.checkpoint import content_hash
+    from vila2_model.distributed import broadcast, init_from_env
     from vila2_model.train import load_recipe, train_vlm
 
     with _model_errors():
         args = load_recipe(recipe) if recipe else {}
         args.update({k: v for k, v in overrides.items() if v is not None})
-        path, trained_on, build_round = resolve_build(store, data)
-        round = build_round if round is None else round
-        if round is None:
-            raise InputError("the round of this training run is unknown", f"{data} is not a registered build",
-                             "pass --round N")
-        run_id = store.start_run("train", round, {"data": trained_on, "sft": str(sft), "recipe": recipe,
-                                                  "args": args, "out": str(out_dir)})
+        r = init_from_env(args.get("device", "cpu"))   # a no-op unless torchrun started this process
+        if r.main:
+            path, trained_on, build_round = resolve_build(store, data)
+            round = build_round if round is None else round
+            if round is None:
+                raise InputError("the round of this training run is unknown", f"{data} is not a registered build",
+                                 "pass --round N")
+            world = r.world if r.world > 1 else int(args.get("nproc", 1))
+            global_batch = int(args.get("batch_size", 32))
+            run_id = store.start_run("train", round, {
+                "data": trained_on, "sft": str(sft), "recipe": recipe, "args": args, "out": str(out_dir),
+                "data_parallel": {"processes": world, "global_batch": global_batch,
+                                  "per_process_batch": -(-global_batch // world),
+                                  "lr_schedule": "cosine per stage over its steps of the global batch, 3% warmup"}})
+        path = broadcast(path if r.main else None, r)
         try:
             paths = train_vlm(out_dir, path, sft, **args)
         except BaseException as e:
-            store.finish_run(run_id, "failed", error=(str(e).splitlines() or [type(e).__name__])[0])
+            if r.main:
+                store.finish_run(run_id, "failed", error=(str(e).splitlines() or [type(e).__name__])[0])
             raise
-    preset = f"init:{args['init_from']}" if args.get("init_from") else args.get("preset", "tiny")
-    ids, prev = {}, parent_model_id
+    if not r.main:
+        return {"models": {}, "paths": {k: str(Path(v).resolve()) for k, v in paths.items()}, "run_id": None}
+    if args.get("init_from"):
+        preset = f"init:{args['init_from']}"
+    elif args.get("vision_from") or args.get("llm_from"):
+        preset = f"parts:{Path(str(args.get('vision_from'))).name}+{Path(str(args.get('llm_from'))).name}"
+    else:
+        preset = args.get("preset", "tiny")
+    ids, prev, stages = {}, parent_model_id, {}
     for stage in ("align", "pretrain", "sft"):
         if stage not in paths:
             continue
@@ -76,8 +97,11 @@ def train(store, out_dir: str | Path, data: str, sft: str, round: int | None = N
                               "path": str(Path(paths[stage]).resolve()), "preset": str(preset),
                               "trained_on": trained_on if stage != "sft" else str(Path(sft).resolve()),
                               "parent_model_id": prev or "", "run_id": run_id})
+        meta = json.loads((Path(paths[stage]) / "vila2_train.json").read_text())
+        stages[stage] = {k: meta.get(k) for k in ("steps", "samples", "samples_per_s", "schedule", "ranks",
+                                                  "precision", "attention")}
         ids[stage], prev = mid, mid
-    store.finish_run(run_id, "ok", {"models": ids})
+    store.finish_run(run_id, "ok", {"models": ids, "stages": stages})
     return {"models": ids, "paths": {k: str(Path(v).resolve()) for k, v in paths.items()}, "run_id": run_id}
 
 

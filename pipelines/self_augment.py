@@ -19,6 +19,9 @@ class TrainArgs:
     """Training recipe shared by every round (same hyperparameters each round — only the captions change)."""
     preset: str = "tiny"             # vila2_model preset (ignored when init_from is set)
     init_from: str | None = None     # start every round from this checkpoint (e.g. the vision foundation)
+    vision_from: str | None = None   # or from pretrained parts: a SigLIP / InternViT tower ...
+    llm_from: str | None = None      # ... and a Qwen2 / Llama LLM, with a fresh projector each round
+    nproc: int = 1                   # data-parallel training processes
     freeze_vision: bool = False      # keep the vision tower frozen in every stage (a pretrained tower)
     sft_in_pretrain: float = 0.0     # copies of the SFT set mixed into stage 2 (VILA's ShareGPT4V share)
     epochs_align: float = 0.25       # stage 1: projector only
@@ -83,6 +86,8 @@ def train_and_register(store, work: Path, name: str, build_id: str, sft_data: st
     t = cfg.train
     return train(store, work / "models" / name, build_id, sft_data, round=round, parent_model_id=parent or "",
                  preset=t.preset, init_from=t.init_from, freeze_vision=t.freeze_vision,
+                 vision_from=t.vision_from, llm_from=t.llm_from, nproc=t.nproc if t.nproc > 1 else None,
+                 train_vision_in_pretrain=not t.vision_from,   # VILA: a pretrained tower stays frozen in stage 2
                  sft_in_pretrain=t.sft_in_pretrain, seed=cfg.seed, epochs_align=t.epochs_align,
                  epochs_pretrain=t.epochs_pretrain, epochs_sft=t.epochs_sft, batch_size=t.batch_size, max_steps=t.max_steps, device=t.device,
                  progress=False)

@@ -118,3 +118,34 @@ def test_parts_errors_say_what_to_pass(tmp_path, parts):
         compose_model(parts["qwen2"], parts["qwen2"])
     with pytest.raises(ModelError, match="^llm_from .* is not a model checkpoint — it has no config.json"):
         compose_model(parts["siglip"], tmp_path)
+
+
+def test_self_augment_on_a_folder_of_user_images_from_pretrained_parts(tmp_path, parts):
+    """A user's own images (a folder with sidecar alt-texts), no world labels for them: the loop starts each
+    round from the pretrained parts. SFT and eval sets come from a small world (the loop grades on it)."""
+    from conftest import run_cli
+    from curator.store import Store
+    from curator.world.synthetic import WorldConfig, generate_world
+    from model_toy import caption, toy_items
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k, im, t in toy_items(12, seed=21):
+        im.save(photos / f"img_{k:03d}.png")
+        (photos / f"img_{k:03d}.txt").write_text(caption(*t).split(" at ")[0])   # short, alt-text-like
+    w = generate_world(tmp_path / "w", n_pretrain=4, seed=0, cfg=WorldConfig(n_eval=4))
+    store = tmp_path / "store"
+    run_cli("ingest", "--folder", photos, store=store)
+    res = run_cli("run", "self-augment", "--sft", w.sft, "--eval", w.eval, "--work", tmp_path / "work",
+                  "--vision-from", parts["siglip"], "--llm-from", parts["qwen2"], "--rounds", "1",
+                  "--max-steps", "1", "--epochs-pretrain", "1", "--epochs-sft", "1", "--max-new-tokens", "8",
+                  "--limit", "6", "--eval-limit", "2", "--min-gain", "-1", "--filters", "charset", store=store)
+    assert "round-1/train" in res.stdout
+    s = Store(str(store))
+    models = s.sql("SELECT round, stage, preset, model_id FROM models ORDER BY created_at").to_pylist()
+    assert [(m["round"], m["stage"]) for m in models] == [(0, "align"), (0, "pretrain"), (0, "sft"),
+                                                         (1, "align"), (1, "pretrain"), (1, "sft")]
+    assert {m["preset"] for m in models} == {"parts:siglip+qwen2"}
+    self_caps = s.sql("SELECT count(*) AS n, min(captioner) AS c FROM captions WHERE round = 1 AND kind = 'self'"
+                      ).to_pylist()[0]
+    assert self_caps["n"] == 6 and self_caps["c"] == models[2]["model_id"]   # round 0's SFT model recaptioned

@@ -97,3 +97,29 @@ def test_a_crash_on_one_rank_stops_all_with_one_error(tmp_path, monkeypatch):
     assert str(e.value).startswith("rank 1 of 2 failed: ValueError: rank 1 cannot read shard 7 — the other ranks "
                                    "were stopped — see "), str(e.value)
     assert "Traceback" in (tmp_path / "g" / "error-rank1.txt").read_text()
+
+
+def test_curator_train_nproc_registers_once_and_resumes(tmp_path):
+    """`curator train --nproc 2`: two training processes; the launching process alone touches the store: one
+    run row stating the data-parallel set-up, one models row per stage; a rerun reuses every stage."""
+    from conftest import run_cli
+    from curator.store import Store
+    from model_toy import write_llava
+
+    pre, sft = write_llava(tmp_path / "pre", 24, seed=0), write_llava(tmp_path / "sft", 12, seed=1, kind="sft")
+    args = ["train", "--data", pre, "--sft", sft / "data.json", "--out", tmp_path / "m", "--round", "0",
+            "--preset", "micro", "--batch-size", "8", "--max-steps", "2", "--nproc", "2", "--quiet"]
+    s = Store(str(tmp_path / "store"), create=True)
+    first = run_cli(*args, store=tmp_path / "store")
+    rows = s.sql("SELECT stage, model_id FROM models ORDER BY created_at").to_pylist()
+    assert [r["stage"] for r in rows] == ["align", "pretrain", "sft"]
+    run = s.sql("SELECT config, counts FROM runs WHERE kind = 'train'").to_pylist()
+    assert len(run) == 1
+    assert json.loads(run[0]["config"])["data_parallel"] == {
+        "processes": 2, "global_batch": 8, "per_process_batch": 4,
+        "lr_schedule": "cosine per stage over its steps of the global batch, 3% warmup"}
+    assert json.loads(run[0]["counts"])["stages"]["sft"]["ranks"]["world_size"] == 2
+    before = (tmp_path / "m" / "sft" / "model.safetensors").stat().st_mtime_ns
+    again = run_cli(*args, store=tmp_path / "store")
+    assert again.stdout == first.stdout   # the same model ids, every stage reused
+    assert (tmp_path / "m" / "sft" / "model.safetensors").stat().st_mtime_ns == before

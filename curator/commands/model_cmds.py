@@ -18,7 +18,10 @@ def _example(*lines: str) -> str:
 
 @click.command("train", epilog=_example(
     "curator train --data BUILD_ID --sft world/sft/data.json --out models/round-0",
-    "curator train --data builds/r1 --sft world/sft/data.json --out models/r1 --round 1 --recipe round0-cpu"))
+    "curator train --data builds/r1 --sft world/sft/data.json --out models/r1 --round 1 --recipe round0-cpu",
+    "curator train --data BUILD_ID --sft world/sft/data.json --out models/r0 --nproc 2",
+    "curator train --data BUILD_ID --sft sft.json --out models/r0 --vision-from siglip --llm-from qwen2",
+    "torchrun --nproc_per_node 8 -m curator.cli train --data BUILD_ID --sft sft.json --out m --recipe gpu-8b"))
 @click.option("--data", required=True, help="Pretraining set: a build_id (see `curator builds`) or a build output path.")
 @click.option("--sft", required=True, type=click.Path(exists=True), help="SFT set (LLaVA data.json or a build dir).")
 @click.option("--out", "out_dir", required=True, type=OUT_DIR, help="Checkpoint directory (one subdir per stage).")
@@ -33,21 +36,35 @@ def _example(*lines: str) -> str:
 @click.option("--device", default=None, help="cpu | cuda (bf16 autocast is on by default on GPU).")
 @click.option("--max-steps", type=POSITIVE, default=None, help="Cap each stage at N steps (smoke runs).")
 @click.option("--parent", default="", help="model_id to record as the align stage's parent (lineage across rounds).")
+@click.option("--nproc", type=POSITIVE, default=None,
+              help="Data-parallel training processes on this machine (gloo on CPU, nccl on GPU); "
+                   "--batch-size stays the global batch. Under torchrun, leave it out.")
+@click.option("--micro-batch-size", type=POSITIVE, default=None,
+              help="Samples per process per forward pass; a smaller number than the per-process batch accumulates.")
+@click.option("--vision-from", type=click.Path(exists=True), default=None,
+              help="Start from a pretrained vision tower: a local SigLIP or InternViT checkpoint (with --llm-from).")
+@click.option("--llm-from", type=click.Path(exists=True), default=None,
+              help="Start from a pretrained LLM: a local Qwen2 or Llama checkpoint with its tokenizer.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def train_cmd(ctx, data, sft, out_dir, round_, recipe, preset, epochs_align, epochs_pretrain, epochs_sft, batch_size,
-              seed, device, max_steps, parent, quiet):
+              seed, device, max_steps, parent, nproc, micro_batch_size, vision_from, llm_from, quiet):
     """Train a VLM from scratch: align (projector) -> pretrain (projector + LLM + vision) -> SFT (all).
 
     Every stage's checkpoint is an HF directory with its content hash as model_id, registered in the
     `models` table with round, stage, build and parent. Rerunning with the same arguments reuses
-    finished stages.
+    finished stages. With --nproc N (or under torchrun) training is data-parallel; only rank 0 writes
+    checkpoints and only it touches the store.
     """
+    import os
+
     from curator.training import train
 
-    res = train(open_store(ctx), out_dir, data, sft, round=round_, recipe=recipe, parent_model_id=parent,
+    store = open_store(ctx) if os.environ.get("RANK", "0") == "0" else None   # torchrun: rank 0 alone
+    res = train(store, out_dir, data, sft, round=round_, recipe=recipe, parent_model_id=parent,
                 preset=preset, epochs_align=epochs_align, epochs_pretrain=epochs_pretrain, epochs_sft=epochs_sft,
-                batch_size=batch_size, seed=seed, device=device, max_steps=max_steps,
+                batch_size=batch_size, seed=seed, device=device, max_steps=max_steps, nproc=nproc,
+                micro_batch_size=micro_batch_size, vision_from=vision_from, llm_from=llm_from,
                 progress=False if quiet else None)
     for stage, mid in res["models"].items():
         click.echo(f"{stage:<9} {mid[:16]}  {res['paths'][stage]}")
