@@ -68,3 +68,21 @@ def test_zero_on_two_cpu_ranks_matches_one_plain_process(tmp_path, data, plain, 
     assert type(model).__name__ == "InternVLForConditionalGeneration"
     assert sum(p.numel() for p in model.parameters()) == sum(v.numel() for v in load_file(
         Path(plain["pretrain"]) / "model.safetensors").values())
+
+
+def test_real_size_recipes_carry_their_deepspeed_config():
+    """The recipes load (every key is a train_vlm argument) and their DeepSpeed mapping completes into the
+    config the engine gets: global batch 1024 = 8 ranks x micro-batch x accumulation."""
+    from vila2_model.train import deepspeed_settings, load_recipe
+
+    r = load_recipe("gpu-8b")
+    assert (r["vision_from"], r["llm_from"]) == ("/models/siglip-so400m-patch14-384", "/models/Meta-Llama-3-8B-Instruct")
+    assert r["deepspeed_config"]["zero_optimization"]["stage"] == 3 and r["train_vision_in_pretrain"] is False
+    cfg = deepspeed_settings(r["deepspeed_config"], batch_size=r["batch_size"], world=8, micro=r["micro_batch_size"],
+                             n_micro=-(-r["batch_size"] // 8 // r["micro_batch_size"]), grad_clip=1.0, bf16=True,
+                             lr=r["lr_pretrain"], weight_decay=0.0)
+    assert (cfg["train_batch_size"], cfg["train_micro_batch_size_per_gpu"], cfg["gradient_accumulation_steps"]) == \
+        (1024, 8, 16)
+    assert cfg["optimizer"]["params"] == {"eps": 1e-8, "lr": 5e-5, "betas": [0.9, 0.95], "weight_decay": 0.0}
+    assert load_recipe("gpu-8b-offload")["deepspeed_config"]["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert load_recipe("cpu-2proc-zero2")["nproc"] == 2

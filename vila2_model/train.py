@@ -245,7 +245,8 @@ def run_stage(model, processor, enc: Encoded, out_dir: str | Path, *, stage: str
     plan = batch_plan([len(x) for x in enc.input_ids], stage, epochs, batch_size, seed, group_by_length, max_steps)
     total, warmup = len(plan), max(1, int(round(warmup_ratio * len(plan))))
     use_bf16 = (device != "cpu") if bf16 is None else bf16
-    model.to(device)
+    if not deepspeed_config:   # a DeepSpeed engine casts (bf16) and places the module itself: half the peak
+        model.to(device)
     if gradient_checkpointing:   # recompute each layer's activations in backward: memory for time (real sizes)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     stepper = Stepper(model, lr=lr, weight_decay=weight_decay, total=total, warmup=warmup, grad_clip=grad_clip,
