@@ -34,7 +34,8 @@ def test_two_shards_a_filter_and_a_build_at_once(tmp_path, one_torch_thread):
     store.add_captions([original_caption_row(i, f"a picture number {k} of a shape", run_id="toy")
                         for k, i in enumerate(ids)])
     recaption(store, 1, str(ckpt), batch_size=8, max_new_tokens=6, progress=False)   # round 1: to filter, build
-    common = ["--round", "2", "--model", str(ckpt), "--batch-size", "2", "--max-new-tokens", "6", "--quiet"]
+    # one image per commit: each shard makes N/2 commits, so the readers start while most are still to come
+    common = ["--round", "2", "--model", str(ckpt), "--batch-size", "1", "--max-new-tokens", "8", "--quiet"]
     procs = {f"shard{i}": _cli(store, "recaption", *common, "--shard", f"{i}/2") for i in (0, 1)}
     # start the filter and the build once the shards are committing (so they read while captions move)
     deadline = time.time() + 300
@@ -70,6 +71,8 @@ def test_two_shards_a_filter_and_a_build_at_once(tmp_path, one_torch_thread):
 
     # the build read one pinned state: it rebuilds to the same bytes now that everything moved on
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert m["rows"] == N and m["store_versions"]["captions"] < store.versions()["captions"]
+    seen = store.sql("SELECT count(*) AS n FROM captions WHERE round = 2", at=m["store_versions"]).column("n")[0]
+    print(f"the build pinned a state with {seen.as_py()} of {N} round-2 captions")
+    assert m["rows"] == N and seen.as_py() < N   # it read while the shards were writing
     again = build_from_manifest(store, str(tmp_path / "b" / "manifest.json"), out=str(tmp_path / "b2"))
     assert again.manifest["content_hash"] == m["content_hash"]
