@@ -207,6 +207,34 @@ def test_specialist_qa_turns_pools_and_seeded_shuffle(world, tmp_path):
     assert len(orders) > 1 and len(questions) > 1
 
 
+def test_a_user_specialist_needs_its_pool_and_gets_it_from_a_prompts_file(world, tmp_path):
+    store, ids = world
+    store.add_captions([_cap(ids["img5"], 2, "counting", "two shapes", 6)])
+    before = len(os.listdir(tmp_path))
+    with pytest.raises(InputError) as e:
+        build(store, 2, "specialist-qa", "parquet", out=str(tmp_path / "no-pool"))
+    assert str(e.value) == (
+        "specialist kind(s) counting have captions but no question pool — the specialist-qa build asks each "
+        "specialist's output with a question from its pool (pools: grounding, ocr, spatial) — pass the prompts "
+        "YAML that defines them (--prompts-file), or your own policy with --sql")
+    assert len(os.listdir(tmp_path)) == before   # nothing written
+    pf = tmp_path / "mine.yaml"
+    pf.write_text("prompts:\n  count: 'Count the shapes.'\nsets:\n  counting: [count]\n"
+                  "question_pools:\n  counting: ['How many shapes are there?']\n")
+    res = build(store, 2, "specialist-qa", "parquet", out=str(tmp_path / "pool"), prompts_file=str(pf))
+    c5 = _targets(res.out_dir)[ids["img5"]]["conversations"]
+    assert c5 == [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "alt 5"},
+                  {"from": "human", "value": "How many shapes are there?"}, {"from": "gpt", "value": "two shapes"}]
+    # the built-in specialists keep their pools next to the user's
+    c0 = _targets(res.out_dir)[ids["img0"]]["conversations"]
+    assert sorted(c0[i]["value"] for i in range(3, len(c0), 2)) == ["gr0 [1,2,3,4]", "ocr0", "sp0"]
+    # the pools are in the recorded SQL: the manifest alone rebuilds the same bytes (no prompts file needed)
+    again = build_from_manifest(store, os.path.join(res.out_dir, "manifest.json"), out=str(tmp_path / "again"))
+    assert again.manifest["content_hash"] == res.manifest["content_hash"]
+    shown = run_cli("build", "--policy", "specialist-qa", "--prompts-file", str(pf), "--show-sql", store=store.uri)
+    assert "('counting', 0, 'How many shapes are there?')" in shown.stdout
+
+
 def test_concat_specialist_qa_keeps_the_recaption_in_the_first_turn(world, tmp_path):
     store, ids = world
     base = _targets(build(store, 2, "specialist-qa", "parquet", out=str(tmp_path / "sq"), seed=0).out_dir)
