@@ -275,3 +275,23 @@ def test_models_of_an_older_store_get_registration_ids(tmp_store):
     rows = tmp_store.sql("SELECT registration_id, round, metrics FROM models ORDER BY round").to_pylist()
     assert [(r["registration_id"] == "m0", r["round"], r["metrics"]) for r in rows] == [
         (True, 0, '{"a": 1}'), (False, 1, '{"a": 1}')]
+
+
+def test_the_documented_lineage_query_is_true_for_both_rounds(tmp_store):
+    """docs/loop.md's lineage SQL on a store where one checkpoint was the SFT model of rounds 0 and 1."""
+    from pathlib import Path
+
+    for r, pre, b in ((0, "p0", "b0"), (1, "p1", "b1")):
+        tmp_store.register_model({"model_id": pre, "round": r, "role": "generalist", "stage": "pretrain",
+                                  "trained_on": b, "path": "x"})
+        tmp_store.register_model({"model_id": "ck", "round": r, "role": "generalist", "stage": "sft",
+                                  "trained_on": "sft", "parent_model_id": pre, "path": "x"})
+        tmp_store.add_build({"build_id": b, "round": r, "policy": ["original", "concat"][r], "sql": "", "sql_hash": "",
+                             "store_versions": "{}", "seed": 0, "format": "parquet", "output_path": "o", "rows": 1,
+                             "content_hash": "h", "counts": "{}"})
+    tmp_store.add_captions([_cap(_img(1)["image_id"], "t", round=r, kind="self", captioner="ck") for r in (1, 2)])
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "loop.md").read_text()
+    q = doc.split("```sql")[1].split("```")[0].strip().rstrip(";")
+    rows = tmp_store.sql(q + " ORDER BY c.round").to_pylist()
+    assert [(r["round"], r["by_round"], r["policy"], r["build_round"]) for r in rows] == [
+        (1, 0, "original", 0), (2, 1, "concat", 1)]
