@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import os
+import struct
 import tarfile
 import warnings
 from dataclasses import dataclass, field
@@ -151,7 +152,7 @@ def exif_orientation(im) -> int:
 
     try:   # 1 = upright; 2-8 = mirror and/or rotate before display
         o = int(im.getexif().get(ExifTags.Base.Orientation, 1))
-    except (ValueError, TypeError, SyntaxError, OSError):   # a damaged EXIF block: treat as upright
+    except (ValueError, TypeError, SyntaxError, OSError, struct.error):   # a damaged EXIF block: upright
         return 1
     return o if 1 <= o <= 8 else 1
 

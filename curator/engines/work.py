@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,7 +99,10 @@ def decode_resize(data: bytes, image_size, max_pixels):
     im = Image.open(io.BytesIO(data))
     if im.format in ("JPEG", "MPO"):
         _draft(im, image_size, max_pixels)
-    im = ImageOps.exif_transpose(im)   # loads frame 0; returns the image itself when upright
+    try:
+        im = ImageOps.exif_transpose(im)   # loads frame 0; a copy when upright
+    except (ValueError, TypeError, SyntaxError, struct.error):   # a damaged EXIF block: upright, as ingest read it
+        im.load()
     im = im.convert("RGB") if im.mode != "RGB" else im
     if image_size and im.size != tuple(image_size):
         im = im.resize(tuple(image_size), Image.BICUBIC)
@@ -120,7 +124,11 @@ def _draft(im, image_size, max_pixels) -> None:
         return
     from PIL import ExifTags
 
-    if im.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):   # turned by 90°: stored axes swapped
+    try:
+        turned = im.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+    except (ValueError, TypeError, SyntaxError, struct.error):
+        turned = False
+    if turned:   # turned by 90°: the stored axes are swapped
         tw, th = th, tw
     if w >= 2 * tw and h >= 2 * th:
         im.draft("RGB", (tw, th))
