@@ -80,7 +80,8 @@ def test_checkpoint_families_generate_like_transformers(tmp_path, family):
         cfg = eng.llm.llm_engine.model_config
         # limits from the checkpoint; CPU: float32 kept, eager, a fixed KV cache
         assert (eng.max_model_len, cfg.max_model_len, cfg.dtype) == (512, 512, torch.float32)
-        assert cfg.enforce_eager and eng.llm.llm_engine.vllm_config.cache_config.kv_cache_memory_bytes == CPU_KV_CACHE_BYTES
+        assert cfg.enforce_eager
+        assert eng.llm.llm_engine.vllm_config.cache_config.kv_cache_memory_bytes == CPU_KV_CACHE_BYTES
         converted = eng._converted
         assert (converted is not None) == (family == "llava")   # LLaVA tower keys renamed for vLLM, in a temp copy
         _same_as_transformers(eng, ck, _images(6), ["Describe the image.", "What is it?"] * 3)

@@ -173,8 +173,8 @@ class VLLMEngine:
         self.eos_ids = sorted(set(eos if isinstance(eos, list) else [eos]))
         self.max_model_len = max_model_len or checkpoint_max_len(cfg)
         self._converted = llava_for_vllm(model, cfg)
-        kw = dict(model=self._converted or str(model), limit_mm_per_prompt={"image": 1}, tensor_parallel_size=tensor_parallel_size,
-                  trust_remote_code=False, seed=seed)
+        kw = dict(model=self._converted or str(model), limit_mm_per_prompt={"image": 1},
+                  tensor_parallel_size=tensor_parallel_size, trust_remote_code=False, seed=seed)
         if self.max_model_len:
             kw["max_model_len"] = self.max_model_len
         if self.on_cpu:
@@ -191,6 +191,9 @@ class VLLMEngine:
         os.environ[key] = "1" if self.multiprocessing else "0"   # read by vLLM while the engine starts
         try:
             self.llm = vllm.LLM(**kw)
+        except BaseException:
+            self.close()   # removes a converted copy; nothing else was started
+            raise
         finally:
             if before is None:
                 os.environ.pop(key, None)
