@@ -62,3 +62,12 @@ def test_vllm_engine_without_vllm_names_the_extra(tmp_path, ckpts):
     store, _ = make_store(tmp_path / "s", n=1)
     with pytest.raises(MissingExtraError, match=r"the vllm engine needs the 'vllm' package — .* pip install 'vila2-curator\[gpu\]'"):
         recaption(store, 1, str(ckpts["llava"]), engine="vllm", progress=False)
+
+
+def test_ray_actor_cpus_never_exceed_one_node():
+    from curator.engines.ray_engine import actor_cpus
+
+    assert actor_cpus([8, 8], 1) == 8          # the even share (16) would fit no node: capped at the largest
+    assert actor_cpus([8, 8], 2) == 8 and actor_cpus([8, 8], 4) == 4
+    assert actor_cpus([2], 2) == 1 and actor_cpus([2], 5) == 1   # at least one CPU each
+    assert actor_cpus([4, 16], 1) == 16
