@@ -6,7 +6,7 @@ A policy is ONE DuckDB SELECT over the store's views (printable with --show-sql,
 counts rows per source) and an optional boolean `fallback` (true when the sample fell back to the
 original caption). Every named policy says in its SQL what it does with an image that has no original
 caption (an uncaptioned collection is the common case). Parameters: $round and $seed. The build adds the image bytes, orders by id, and writes one of three formats
-(docs/interfaces.md): llava (data.json + images/), parquet (data-0000i-of-0000N.parquet), webdataset
+(docs/api.md): llava (data.json + images/), parquet (data-0000i-of-0000N.parquet), webdataset
 (shard-00000i.tar). Outputs are deterministic — fixed order, fixed row groups, no timestamps, the
 stored image bytes — so `build_from_manifest` reproduces the same bytes from the recorded versions.
 """

@@ -4,7 +4,7 @@ An op is one verb: each filter maps a caption to a score, and a threshold maps t
 (drop, reason). Every caption × filter gets one `verdicts` row (score, keep, reason, config JSON,
 config_hash, run_id); captions are never deleted or rewritten. The repetition cut is the one filter
 that *produces* text: it writes a new caption version (transform='repcut', parent = the raw caption)
-and rejects the raw one, so the "latest accepted recaption" rule (docs/interfaces.md) picks the cut.
+and rejects the raw one, so the "latest accepted recaption" rule (docs/api.md) picks the cut.
 
 Two implementations of the text checks, kept equal by a test:
   * `score_text` — plain Python, one caption at a time (readable reference, and the benchmark baseline);
