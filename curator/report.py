@@ -153,9 +153,35 @@ def metric_rows(models: list[dict], only: list[str] | None = None) -> tuple[list
     rows = []
     for m in models:
         met = _metrics(m)
-        rows.append([str(m["round"]), m["model_id"][:10], m.get("trained_on") or ""] +
+        rows.append([str(m["round"]), run_name(m), m["model_id"][:10], m.get("trained_on") or ""] +
                     [f"{met[k]:.3f}" if isinstance(met.get(k), float) else str(met.get(k, "")) for k in keys])
-    return ["round", "model", "trained on"] + [k.replace("caption_", "cap_") for k in keys], rows
+    return ["round", "run", "model", "trained on"] + [k.replace("caption_", "cap_") for k in keys], rows
+
+
+def run_name(model: dict) -> str:
+    """The loop's name for a checkpoint: its training directory (models/<name>/<stage>), e.g. round-1,
+    round-1-recaption, round-0-2x-epochs (a compute control)."""
+    p = Path(model.get("path") or "")
+    return p.parent.name if p.parent.name else ""
+
+
+def compute_control_lines(models: list[dict], metric: str = "caption_p_x_r") -> list[str]:
+    """Each compute control (round 0 retrained with N× the pretraining epochs, run name `…-<N>x-epochs`)
+    beside the self-augment rounds: is a round's gain data, or would more training on the original
+    captions have given it?"""
+    import re
+
+    lines = []
+    rounds = {m["round"]: _metrics(m).get(metric) for m in models
+              if re.fullmatch(r"round-\d+", run_name(m)) and _metrics(m).get(metric) is not None}
+    for m in models:
+        got = re.search(r"(\d+(?:\.\d+)?)x-epochs$", run_name(m))
+        v = _metrics(m).get(metric)
+        if m["round"] == 0 and got and v is not None:
+            beside = ", ".join(f"round {r} {x:.3f} ({x - v:+.3f})" for r, x in sorted(rounds.items()) if r > 0)
+            lines.append(f"compute control: round 0 with {got.group(1)}× the pretraining epochs, {metric} {v:.3f}"
+                         + (f" — vs {beside}" if beside else ""))
+    return lines
 
 
 def write_html(data: ReportData, path: str | Path, title: str = "vila2-curator round report") -> Path:
@@ -174,6 +200,7 @@ def write_html(data: ReportData, path: str | Path, title: str = "vila2-curator r
         parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows]
         parts.append("</table>")
+        parts += [f"<p><b>{esc(c)}</b></p>" for c in compute_control_lines(data.models)]
     else:
         parts.append("<p>No evaluated generalist models in the store yet.</p>")
     for title_, b64 in (("Metrics", _metric_plot(data.models)), ("Caption length", _length_plot(data.lengths))):
@@ -217,7 +244,8 @@ def terminal_table(data: ReportData) -> str:
         return "No evaluated generalist models in the store yet."
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
+                     + compute_control_lines(data.models))
 
 
 def report(store, out: str | Path, gallery_size: int = 8, at=None) -> tuple[Path, str]:

@@ -30,7 +30,7 @@ from pipelines.foundation import FoundationArgs, build_foundation, world_texts  
 from pipelines.self_augment import LoopConfig, RecaptionArgs, run_self_augment  # noqa: E402
 
 KEYS = ("caption_precision", "caption_recall", "caption_p_x_r", "caption_length_words", "caption_distinct_rate",
-        "vqa_acc", "vqa_acc_spatial", "vqa_acc_ocr", "grounding_iou", "name_recall")
+        "vqa_acc", "vqa_acc_spatial", "vqa_acc_ocr", "vqa_acc_name", "grounding_iou")
 
 
 def make_world(out: Path, a) -> tuple[Path, WorldConfig]:
@@ -54,9 +54,7 @@ def recaption_quality(store, k: int, kind: str = "self", n: int = 300) -> dict:
         it = dict(json.loads(r["meta"]), id=r["image_id"])
         items.append(it)
         texts[r["image_id"]] = r["text"]
-    g = grade_captions(texts, items) if items else {}
-    return {f"recap_{m}": round(g[f"caption_{m}"] if f"caption_{m}" in g else g.get(m, 0.0), 4)
-            for m in ("precision", "recall", "p_x_r")} if g else {}
+    return _quality(texts, items)
 
 
 def alt_quality(store, n: int = 300) -> dict:
@@ -64,7 +62,14 @@ def alt_quality(store, n: int = 300) -> dict:
                      "WHERE c.kind = 'original' ORDER BY c.image_id").to_pylist()
     random.Random(0).shuffle(rows)
     items = [dict(json.loads(r["meta"]), id=r["image_id"]) for r in rows[:n]]
-    g = grade_captions({r["image_id"]: r["text"] for r in rows[:n]}, items)
+    return _quality({r["image_id"]: r["text"] for r in rows[:n]}, items)
+
+
+def _quality(texts: dict, items: list) -> dict:
+    """Training captions graded against the truth: precision, recall, P×R (keys recap_*)."""
+    if not items:
+        return {}
+    g = grade_captions(texts, items, prefix="")
     return {f"recap_{m}": round(g[m], 4) for m in ("precision", "recall", "p_x_r")}
 
 
@@ -105,7 +110,7 @@ def main() -> None:
     ap.add_argument("--recipe", default="{}", help="TrainArgs overrides as JSON")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--foundation", default=None, help="reuse this foundation checkpoint (same WorldConfig)")
-    ap.add_argument("what", choices=("sweep", "loop"))
+    ap.add_argument("what", choices=("sweep", "loop", "ablate"))
     ap.add_argument("--epochs", type=float, nargs="+", required=True)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--policy", default="concat")
@@ -118,6 +123,27 @@ def main() -> None:
     fnd = a.foundation or build_foundation(out / "foundation", wcfg, "tiny72", texts, FoundationArgs(seed=a.seed))
     for e in a.epochs:
         run_one(out, w, fnd, a, e, 0 if a.what == "sweep" else a.rounds, a.policy)
+        if a.what == "ablate":
+            ablate(out, w, fnd, a, e)
+
+
+def ablate(out: Path, w: Path, fnd: str, a, epochs: float) -> None:
+    """Recaption-only round 1 beside the concat round 1 (pipelines/ablations.py), in the loop's store."""
+    from pipelines.ablations import run_ablations
+    from pipelines.demo import _RECIPE
+
+    d = out / f"e{epochs:g}"
+    store = Store(str(d / "store"))
+    train = replace(_RECIPE, init_from=fnd, epochs_pretrain=epochs, **json.loads(a.recipe))
+    cfg = LoopConfig(rounds=1, seed=a.seed, min_gain=None, train=train, recaption=RecaptionArgs())
+    rows = run_ablations(store, d, str(w / "sft" / "data.json"), str(w / "eval" / "eval.json"), cfg, epochs_factor=2.0,
+                         control=False)   # the 2× control is the sweep's round 0 at 2× the epochs
+    with open(out / "results.jsonl", "a") as f:
+        for r in rows:
+            row = {"cmd": " ".join(sys.argv), "seed": a.seed, "epochs_pretrain": epochs, "ablation": r["run"],
+                   **{k: r["metrics"].get(k) for k in KEYS if k in r["metrics"]}}
+            f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

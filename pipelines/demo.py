@@ -1,9 +1,10 @@
 """`make demo`: the whole VILA² loop on the built-in synthetic world, on CPU.
 
-world → vision foundation (once, cached) → ingest → SQL summary → round 0 → self-augment rounds → specialist augment → report.
+world → vision foundation (once, cached) → ingest → SQL summary → round 0 → self-augment rounds → compute control
+(round 0 at 2× the pretraining epochs) → specialist augment (each specialist graded on its own skill) → report.
 Resumable: rerunning the same command continues where it stopped (the store remembers finished steps).
 
-    curator demo --out demo_out            # default sizes (21 min on a 2-core CPU)
+    curator demo --out demo_out            # default sizes (≈ 14 min estimated on 2 idle cores; docs/results.md)
     curator demo --out demo_out --full     # the README's trend run: 3 rounds (≈ 25 min)
     curator demo --out demo_out --quick    # toy sizes (≤ 3 min)
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.foundation import FoundationArgs, build_foundation, foundation_report, world_texts
@@ -27,17 +28,23 @@ class DemoSize:
     train: TrainArgs
     finetune: SpecialistArgs
     foundation: FoundationArgs
+    world: dict = field(default_factory=dict)   # WorldConfig overrides (e.g. proper names in the alt-text)
+    control: float | None = None                # also train the compute control: round 0 with this × the epochs
 
 
 # The loop's recipe with the vision foundation (docs/LOG.md, third session): tower frozen, one SFT copy in stage 2.
 _RECIPE = TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=4.0, freeze_vision=True, sft_in_pretrain=1.0)
 
 SIZES = {
-    # Round 0, two self-augment rounds, the specialist phase: 20 min 39 s measured on the 2-core VM. One
-    # pretraining epoch per round would be faster but measured below the alt-text in round 0 (P×R 0.062 vs
-    # 0.118), so the default keeps two.
-    "default": DemoSize(n_pretrain=2000, n_eval=200, rounds=2, train=_RECIPE,
-                        finetune=SpecialistArgs(epochs=3.0), foundation=FoundationArgs()),
+    # Round 0, two self-augment rounds, the compute control, the specialist phase, on a 1,000-image world whose
+    # alt-text carries proper names (so concat's value shows in VQA `name`). The 2,000-image / 200-eval version
+    # took 20 min 39 s on the 2-core VM; halving pool, SFT set and eval halves every training and eval step
+    # (samples per stage are proportional), so ≈ 14 min is expected with the control and specialist evals
+    # (docs/results.md: an estimate, not yet timed on idle cores). One pretraining epoch per round measured
+    # below the alt-text in round 0 (P×R 0.062 vs 0.118), so the default keeps two.
+    "default": DemoSize(n_pretrain=1000, n_eval=100, rounds=2, train=_RECIPE,
+                        finetune=SpecialistArgs(epochs=3.0), foundation=FoundationArgs(),
+                        world={"name_prob": 0.5}, control=2.0),
     # The README's trend run (25 min 10 s measured): three self-augment rounds.
     "full": DemoSize(n_pretrain=2000, n_eval=200, rounds=3, train=_RECIPE,
                      finetune=SpecialistArgs(epochs=3.0), foundation=FoundationArgs()),
@@ -67,7 +74,7 @@ def run_demo(out: str | Path = "demo_out", size: str = "default", seed: int = 0)
     out = Path(out).resolve()
     t0 = time.time()
     world_dir = out / "world"
-    wcfg = WorldConfig(n_eval=size.n_eval)
+    wcfg = WorldConfig(n_eval=size.n_eval, **size.world)
     marker = world_dir / ".complete"
     key = json.dumps({"n": size.n_pretrain, "seed": seed, "cfg": config_dict(wcfg)}, sort_keys=True, default=str)
     if not (marker.is_file() and marker.read_text() == key):
@@ -94,6 +101,10 @@ def run_demo(out: str | Path = "demo_out", size: str = "default", seed: int = 0)
     loop = loop_config(size, seed, fnd)
     sft, ev = str(world_dir / "sft" / "data.json"), str(world_dir / "eval" / "eval.json")
     res = run_self_augment(store, out, sft, ev, loop)
+    if size.control:
+        from pipelines.compute_control import run_compute_control
+
+        run_compute_control(store, out, sft, ev, loop, epochs_factor=size.control)
     tasks = {n: str(world_dir / "tasks" / n / "data.json") for n in ("spatial", "grounding", "ocr")}
     sres = run_specialist_augment(store, out, sft, ev, SpecialistConfig(specialists=tasks, loop=loop,
                                                                         finetune=size.finetune))
@@ -102,6 +113,11 @@ def run_demo(out: str | Path = "demo_out", size: str = "default", seed: int = 0)
     print(table)
     if res["stopped"]:
         print(res["stopped"])
+    print(f"\neach specialist on its own skill vs round {sres['base_round']}'s generalist:")
+    for name, v in sorted(sres["specialist_skills"].items()):
+        if isinstance(v["base"], (int, float)) and isinstance(v["specialist"], (int, float)):
+            print(f"  {name:<10} {v['metric']:<18} {v['base']:7.3f} → {v['specialist']:7.3f}  "
+                  f"({v['specialist'] - v['base']:+.3f})")
     print(f"\nspecialist round {sres['round']} vs round {sres['base_round']}:")
     for k in sorted(sres["metrics"]):
         a, b = sres["metrics_before"].get(k), sres["metrics"].get(k)

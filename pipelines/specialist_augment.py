@@ -17,6 +17,10 @@ from pipelines.self_augment import LoopConfig, evaluate_and_record, train_and_re
 from pipelines.steps import StepRunner, tag_state
 
 
+# Each built-in specialist's own skill on the world's eval set (a user specialist has none: reported as None).
+SKILL_METRIC = {"spatial": "vqa_acc_spatial", "grounding": "grounding_iou", "ocr": "vqa_acc_ocr"}
+
+
 @dataclass
 class SpecialistArgs:
     """Fine-tuning recipe for every specialist (method: all parameters, task data mixed with captions)."""
@@ -97,7 +101,7 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
     stage2 = base["stages"]["pretrain"]
     caption_data = base["caption_data"]     # the base round's caption build: mixed into each specialist's data
 
-    spec_out = {}
+    spec_out, spec_eval = {}, {}
     for name, data in sorted(cfg.specialists.items()):
         def ft(name=name, data=data):
             from curator.training import train_specialist
@@ -109,6 +113,9 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
                                     device=lc.train.device, progress=False)
 
         spec_out[name] = run.step(f"specialist/{name}/finetune", ft, round=R)
+        # the specialist's own skill on the held-out set, against the base round's generalist (SKILL_METRIC)
+        spec_eval[name] = run.step(f"specialist/{name}/eval", lambda name=name: evaluate_and_record(
+            store, spec_out[name]["model_id"], eval_json, lc, work / "eval" / f"specialist-{name}.json"), round=R)
         r = lc.recaption
         run.step(f"specialist/{name}/recaption", lambda name=name: recaption(
             store, R, spec_out[name]["path"], prompts=name, kind=name, engine=r.engine, limit=r.limit,
@@ -134,5 +141,8 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
              round=R)
     before = json.loads(store.sql(
         f"SELECT metrics FROM models WHERE model_id = '{base['stages']['sft']['model_id']}'").to_pylist()[0]["metrics"])
+    skills = {n: {"metric": SKILL_METRIC.get(n), "base": before.get(SKILL_METRIC.get(n)),
+                  "specialist": spec_eval[n]["metrics"].get(SKILL_METRIC.get(n))} for n in spec_eval}
     return {"round": R, "base_round": base["round"], "specialists": spec_out, "build": b, "models": t["models"],
-            "metrics_before": before, "metrics": e["metrics"], "ran": run.ran, "skipped": run.skipped}
+            "metrics_before": before, "metrics": e["metrics"], "specialist_skills": skills, "ran": run.ran,
+            "skipped": run.skipped}

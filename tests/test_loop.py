@@ -79,6 +79,11 @@ def test_full_loop_artifacts_and_lineage(tmp_path, world):
                             prompts_file=prompts_file)
     sres = run_specialist_augment(store, tmp_path / "work", sft, ev, scfg, log=logs.append)
     assert sres["round"] == 3 and sres["base_round"] == 2
+    # each specialist is graded on its own skill beside the base round's generalist
+    assert set(sres["specialist_skills"]) == {"spatial", "grounding", "ocr"}
+    assert {v["metric"] for v in sres["specialist_skills"].values()} == {"vqa_acc_spatial", "grounding_iou",
+                                                                         "vqa_acc_ocr"}
+    assert all(isinstance(v["specialist"], float) for v in sres["specialist_skills"].values())
     # rerunning finds the same base (round 2, not its own round 3) and resumes: nothing runs again
     again = run_specialist_augment(store, tmp_path / "work", sft, ev, scfg, log=logs.append)
     assert again["round"] == 3 and again["ran"] == [] and len(again["skipped"]) == len(sres["ran"])
@@ -110,6 +115,7 @@ def test_full_loop_artifacts_and_lineage(tmp_path, world):
     assert len(names) == len(set(names)), names
     assert all(s["status"] == "ok" for s in steps)
     assert "round-2/recaption" in names and "specialist/ocr/finetune" in names and "round-3/eval" in names
+    assert "specialist/grounding/eval" in names
 
     # one recaption per pretraining image per round (N images), exactly
     per_round = {r["round"]: r["n"] for r in store.sql(
@@ -197,3 +203,39 @@ def test_ablations_cli_refuses_a_directory_without_a_demo(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip() == (f"Error: {tmp_path / 'none'} is not a finished demo directory — it has no store or "
                                 "foundation — run `curator demo --out DIR` (or `make demo`) first")
+
+
+def test_report_puts_the_compute_control_beside_the_rounds():
+    from curator.report import ReportData, compute_control_lines, terminal_table
+
+    def m(rnd, name, pxr):
+        return {"model_id": f"{name}-id", "round": rnd, "role": "generalist", "stage": "sft",
+                "path": f"/w/models/{name}/sft", "trained_on": "b", "metrics": json.dumps({"caption_p_x_r": pxr})}
+
+    models = [m(0, "round-0", 0.30), m(0, "round-0-2x-epochs", 0.31), m(1, "round-1", 0.36), m(2, "round-2", 0.40)]
+    line = ("compute control: round 0 with 2× the pretraining epochs, caption_p_x_r 0.310 — "
+            "vs round 1 0.360 (+0.050), round 2 0.400 (+0.090)")
+    assert compute_control_lines(models) == [line]
+    table = terminal_table(ReportData(models=models, specialists=[], lengths={}, drops=[]))
+    assert table.splitlines()[0].split()[:3] == ["round", "run", "model"]
+    assert "round-0-2x-epochs" in table.splitlines()[3] and table.splitlines()[-1] == line
+
+
+def test_compute_control_is_a_recorded_round_0_with_more_epochs_and_shows_in_the_report(tmp_path, world):
+    from curator.report import report
+    from pipelines.compute_control import run_compute_control
+
+    store = _store_with_world(tmp_path, world)
+    sft, ev = str(world / "sft" / "data.json"), str(world / "eval" / "eval.json")
+    cfg = toy_loop(rounds=0)
+    cfg.train.max_steps = None
+    cfg.train.epochs_align, cfg.train.epochs_pretrain, cfg.train.epochs_sft = 0.05, 0.1, 0.1
+    run_self_augment(store, tmp_path / "work", sft, ev, cfg, log=lambda m: None)
+    ctl = run_compute_control(store, tmp_path / "work", sft, ev, cfg, epochs_factor=2.0, log=lambda m: None)
+    assert Path(ctl["paths"]["sft"]).parent.name == "round-0-2x-epochs"
+    args = json.loads(store.sql("SELECT config FROM runs WHERE kind = 'train' ORDER BY started_at").to_pylist()[-1]
+                      ["config"])["args"]
+    assert args["epochs_pretrain"] == 0.2
+    assert "round-0-2x-epochs" not in store.tags()       # a control is not a round
+    _, table = report(store, tmp_path / "r.html", gallery_size=0)
+    assert table.splitlines()[-1].startswith("compute control: round 0 with 2× the pretraining epochs, caption_p_x_r ")
