@@ -1,11 +1,11 @@
 """`make demo`: the whole VILA² loop on the built-in synthetic world, on CPU.
 
-world → vision foundation (once, cached) → ingest → SQL summary → round 0 → self-augment rounds → compute control
-(round 0 at 2× the pretraining epochs) → specialist augment (each specialist graded on its own skill) → report.
+world → vision foundation (once, cached) → ingest → SQL summary → round 0 → self-augment rounds → (--full: compute
+control, round 0 at 2× the pretraining epochs) → specialist augment (each specialist graded on its own skill) → report.
 Resumable: rerunning the same command continues where it stopped (the store remembers finished steps).
 
-    curator demo --out demo_out            # default sizes (≈ 14 min estimated on 2 idle cores; docs/results.md)
-    curator demo --out demo_out --full     # the README's trend run: 3 rounds (≈ 25 min)
+    curator demo --out demo_out            # default sizes (≈ 21 min on a 2-core CPU)
+    curator demo --out demo_out --full     # the README's trend run: 3 rounds + the compute control (≈ 29 min)
     curator demo --out demo_out --quick    # toy sizes (≤ 3 min)
 """
 from __future__ import annotations
@@ -32,22 +32,20 @@ class DemoSize:
     control: float | None = None                # also train the compute control: round 0 with this × the epochs
 
 
-# The loop's recipe with the vision foundation (docs/LOG.md, third session): tower frozen, one SFT copy in stage 2.
+# The loop's recipe with the vision foundation (docs/LOG.md, 2026-11-25): tower frozen, one SFT copy in stage 2.
 _RECIPE = TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=4.0, freeze_vision=True, sft_in_pretrain=1.0)
 
 SIZES = {
-    # Round 0, two self-augment rounds, the compute control, the specialist phase, on a 1,000-image world whose
-    # alt-text carries proper names (so concat's value shows in VQA `name`). The 2,000-image / 200-eval version
-    # took 20 min 39 s on the 2-core VM; halving pool, SFT set and eval halves every training and eval step
-    # (samples per stage are proportional), so ≈ 14 min is expected with the control and specialist evals
-    # (docs/results.md: an estimate, not yet timed on idle cores). One pretraining epoch per round measured
-    # below the alt-text in round 0 (P×R 0.062 vs 0.118), so the default keeps two.
-    "default": DemoSize(n_pretrain=1000, n_eval=100, rounds=2, train=_RECIPE,
-                        finetune=SpecialistArgs(epochs=3.0), foundation=FoundationArgs(),
-                        world={"name_prob": 0.5}, control=2.0),
-    # The README's trend run (25 min 10 s measured): three self-augment rounds.
+    # Round 0, two self-augment rounds, the specialist phase: 20 min 39 s measured on the 2-core VM (before the
+    # specialists were graded on their own skill: + 3 evals). Smaller worlds measured worse than the alt-text in
+    # round 0 (1,000 pool / 300 SFT images: P×R 0.029 vs 0.118, docs/results.md), and one pretraining epoch
+    # per round too (0.062), so the default keeps these sizes and misses the 15-minute target.
+    "default": DemoSize(n_pretrain=2000, n_eval=200, rounds=2, train=_RECIPE,
+                        finetune=SpecialistArgs(epochs=3.0), foundation=FoundationArgs()),
+    # The README's trend run (25 min 10 s measured): three self-augment rounds; + the compute control (round 0
+    # at 2× the pretraining epochs, printed beside the rounds by `curator report`).
     "full": DemoSize(n_pretrain=2000, n_eval=200, rounds=3, train=_RECIPE,
-                     finetune=SpecialistArgs(epochs=3.0), foundation=FoundationArgs()),
+                     finetune=SpecialistArgs(epochs=3.0), foundation=FoundationArgs(), control=2.0),
     "quick": DemoSize(n_pretrain=400, n_eval=60, rounds=2, train=_RECIPE,
                       finetune=SpecialistArgs(epochs=2.0), foundation=FoundationArgs(n_images=1000, steps=300)),
 }
