@@ -28,7 +28,7 @@ def predict(ckpt_dir: str | Path, eval_json: str | Path, caption_prompt: str = C
     images = {it["id"]: Image.open(eval_json.parent / it["image"]).convert("RGB") for it in items}
     ids = [it["id"] for it in items]
     caps = gen.generate([images[i] for i in ids], [caption_prompt] * len(ids), max_new_tokens=max_new_tokens,
-                        batch_size=batch_size)
+                        batch_size=batch_size, progress="eval: captions")
     out = {"captions": {i: c.text for i, c in zip(ids, caps)},
            "finish": {i: c.finish_reason for i, c in zip(ids, caps)},
            "vqa": {}, "grounding": {},
@@ -36,11 +36,11 @@ def predict(ckpt_dir: str | Path, eval_json: str | Path, caption_prompt: str = C
     qs = [(it["id"], q["question"]) for it in items for q in it.get("vqa", [])]
     if qs:
         ans = gen.generate([images[i] for i, _ in qs], [q for _, q in qs], max_new_tokens=vqa_max_new_tokens,
-                           batch_size=batch_size)
+                           batch_size=batch_size, progress="eval: VQA")
         for (i, _), a in zip(qs, ans):
             out["vqa"].setdefault(i, []).append(a.text)
     if grounding_prompt:
         gr = gen.generate([images[i] for i in ids], [grounding_prompt] * len(ids), max_new_tokens=max_new_tokens,
-                          batch_size=batch_size)
+                          batch_size=batch_size, progress="eval: grounding")
         out["grounding"] = {i: g.text for i, g in zip(ids, gr)}
     return out

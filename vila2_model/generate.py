@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 from PIL import Image
 
 from vila2_model.data import IMAGE_PLACEHOLDER, to_messages
@@ -79,9 +80,10 @@ class Generator:
     @torch.inference_mode()
     def generate(self, images: list[Image.Image], prompts: list[str], max_new_tokens: int = 128,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                 batch_size: int = 32, n: int = 1) -> list[GenOut]:
+                 batch_size: int = 32, n: int = 1, progress: str | None = None) -> list[GenOut]:
         """One GenOut per (image, prompt); with n > 1 (sampling), n per request, request-major
-        (sample j of request i at i * n + j)."""
+        (sample j of request i at i * n + j). `progress` names a tqdm bar (with an ETA) over the requests,
+        shown when stderr is a terminal."""
         if len(images) != len(prompts):
             raise ModelError("generate got mismatched inputs", f"{len(images)} images but {len(prompts)} prompts",
                              "pass one prompt per image")
@@ -90,6 +92,7 @@ class Generator:
                              "pass do_sample=True for several samples")
         texts = [self.render(p) for p in prompts]
         results: list[GenOut | None] = [None] * (len(texts) * n)
+        bar = tqdm(total=len(texts), desc=progress, unit="req", disable=None if progress else True, leave=False)
         for b, idx in enumerate(self._batches(texts, batch_size)):
             inp = self._inputs([images[i] for i in idx], [texts[i] for i in idx])
             kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=self.pad_id,
@@ -110,6 +113,8 @@ class Generator:
                     toks = [t for t in toks if t != self.pad_id] if self.pad_id not in self.eos_ids else toks
                 results[i] = GenOut(self.tokenizer.decode(toks, skip_special_tokens=True).strip(),
                                     "length" if stop is None else "eos", len(toks))
+            bar.update(len(idx))
+        bar.close()
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
