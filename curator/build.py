@@ -27,6 +27,16 @@ from curator import schema
 from curator.errors import InputError, StoreError, check_round
 from curator.store import Store, check_read_only
 
+# One caption turn per image: the recaption (`recap` CTE) or, without one, the original (a fallback).
+_RECAP_OR_ORIGINAL = """\
+SELECT t.image_id AS id, t.image_id,
+       [{'from': 'human', 'value': '<image>'}, {'from': 'gpt', 'value': coalesce(r.text, o.text)}] AS conversations,
+       CASE WHEN r.text IS NOT NULL THEN 'recaption' ELSE 'original' END AS source,
+       r.text IS NULL AS fallback
+FROM train t LEFT JOIN originals o USING (image_id) LEFT JOIN recap r USING (image_id)
+WHERE r.text IS NOT NULL OR o.text IS NOT NULL
+"""
+
 MANIFEST = "manifest.json"
 _STAGING_MARK = ".curator-build-in-progress"
 POLICIES = ("original", "recaption", "concat", "specialist-qa", "concat-specialist-qa", "best-of-n")
@@ -90,13 +100,7 @@ FROM train t JOIN originals o USING (image_id)
 WITH
 {_ACCEPTED},
 {_LATEST_SELF}
-SELECT t.image_id AS id, t.image_id,
-       [{{'from': 'human', 'value': '<image>'}}, {{'from': 'gpt', 'value': coalesce(r.text, o.text)}}] AS conversations,
-       CASE WHEN r.text IS NOT NULL THEN 'recaption' ELSE 'original' END AS source,
-       r.text IS NULL AS fallback
-FROM train t LEFT JOIN originals o USING (image_id) LEFT JOIN recap r USING (image_id)
-WHERE r.text IS NOT NULL OR o.text IS NOT NULL
-""",
+{_RECAP_OR_ORIGINAL}""",
     "concat": f"""\
 -- policy: concat — original + latest accepted recaption in one target (the method's best).
 -- No original caption (an uncaptioned collection): the recaption alone (source 'recaption').
@@ -129,13 +133,7 @@ best_pick AS (
   GROUP BY c.image_id
 ),
 recap AS (SELECT image_id, text FROM captions SEMI JOIN best_pick USING (caption_id))
-SELECT t.image_id AS id, t.image_id,
-       [{{'from': 'human', 'value': '<image>'}}, {{'from': 'gpt', 'value': coalesce(r.text, o.text)}}] AS conversations,
-       CASE WHEN r.text IS NOT NULL THEN 'recaption' ELSE 'original' END AS source,
-       r.text IS NULL AS fallback
-FROM train t LEFT JOIN originals o USING (image_id) LEFT JOIN recap r USING (image_id)
-WHERE r.text IS NOT NULL OR o.text IS NOT NULL
-""",
+{_RECAP_OR_ORIGINAL}""",
 }
 
 
