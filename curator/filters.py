@@ -707,6 +707,8 @@ def _grounding(store, con, cfg, cand, model, batch_size, device, run_id, progres
         c = _apply(store, con, cfg, cand, stored, None, run_id)
         out = {"kept": c["kept"], "rejected": c["rejected"]}
         written += c["written"]
+    from tqdm.auto import tqdm
+
     from curator.engines.work import decode_resize, model_input_size
     from vila2_model.generate import Generator
 
@@ -718,6 +720,8 @@ def _grounding(store, con, cfg, cand, model, batch_size, device, run_id, progres
         gen = Generator(ckpts[captioner], device=device)
         size, max_pixels = model_input_size(ckpts[captioner])   # the same resize recaption applied
         rows = sub.to_pylist()
+        bar = tqdm(total=len(rows), desc=f"grounding ({captioner[:8]})", unit="caption", leave=False,
+                   disable=None if progress else True)   # an ETA on a terminal
         for s in range(0, len(rows), batch_size):
             chunk = rows[s:s + batch_size]
             data = store.image_bytes([r["image_id"] for r in chunk])
@@ -734,6 +738,8 @@ def _grounding(store, con, cfg, cand, model, batch_size, device, run_id, progres
             written += c["written"]
             out["kept"] += c["kept"]
             out["rejected"] += c["rejected"]
+            bar.update(len(chunk))
+        bar.close()
     return {**out, "written": written, "computed": computed, "reused": stored.num_rows,
             "skipped": dict(skipped), "config_hash": cfg.config_hash}
 

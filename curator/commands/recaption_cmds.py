@@ -127,7 +127,7 @@ def filter_cmd(ctx, round_, filter_names, thresholds, params, kind, model, devic
     if not report_only:
         counts = run_filters(store, round_, filters=names, thresholds=parse_thresholds(list(thresholds)),
                              params=parse_thresholds(list(params)), kind=kind, model=model, device=device,
-                             batch_size=batch_size)
+                             batch_size=batch_size, progress=True)
         click.echo(f"run {counts['run_id']}: {counts['captions']} captions, "
                    f"{counts.get('repcut_versions', 0)} repetition-cut versions written")
         for name, c in counts["filters"].items():
