@@ -38,9 +38,12 @@ def app(tmp_path_factory):
     log = tmp / "inspect.out"
     # stdout to a file, not a pipe: the mongod service the command starts inherits it and outlives the command
     with open(log, "w") as out:
+        # Ctrl-C must reach it as in a terminal: a test run started in the background (nohup, `cmd &`) inherits
+        # SIGINT as ignored, and Python keeps it ignored, so the child gets the default disposition back.
         proc = subprocess.Popen([str(Path(sys.executable).with_name("curator")), "--store", str(tmp / "store"),
                                  "inspect", "--name", "t-browser", "--port", str(port), "--cache-dir", str(tmp / "cache")],
-                                stdout=out, stderr=subprocess.STDOUT, text=True)
+                                stdout=out, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         seen = _wait_for_line(proc, log, "FiftyOne App: ")
         assert seen[-1] == f"FiftyOne App: {url}  (Ctrl-C to stop)", "\n".join(seen)
@@ -49,7 +52,12 @@ def app(tmp_path_factory):
         yield {"ds": fo.load_dataset("t-browser"), "ids": ids, "base": f"http://127.0.0.1:{port}", "url": url}
     finally:
         proc.send_signal(signal.SIGINT)      # Ctrl-C: the command stops serving and exits cleanly
-        proc.wait()
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail("curator inspect did not stop within 120 s of Ctrl-C:\n" + log.read_text())
     assert proc.returncode == 0 and log.read_text().endswith("App stopped.\n"), log.read_text()
 
 
