@@ -152,7 +152,9 @@ def test_make_clean_never_touches_a_store(tmp_path, store_dir):
     (proj / "pkg" / "__pycache__").mkdir(parents=True)
     (proj / "pkg" / "__pycache__" / "m.pyc").write_bytes(b"x")
     stores = {p: tree_hash(proj / p) for p in ("curator_store", "demo_out")}
-    r = subprocess.run(["make", "clean"], cwd=proj, capture_output=True, text=True)
+    # as a user types it: not as a sub-make of `make test` (MAKELEVEL would add "Entering directory" lines)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
+    r = subprocess.run(["make", "clean"], cwd=proj, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert not (proj / ".venv").exists() and not (proj / "pkg" / "__pycache__").exists()
     assert {p: tree_hash(proj / p) for p in stores} == stores
