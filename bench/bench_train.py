@@ -3,7 +3,7 @@
     python bench/bench_train.py                         # samples/s for micro, tiny, small (same run, same data)
     python bench/bench_train.py --round0 /tmp/world     # round 0 from scratch + eval: model captions vs alt-text
 
-The round-0 bar (issue 3): after training on the alt-text only, the model's detailed captions must beat the
+The round-0 bar: after training on the alt-text only, the model's detailed captions must beat the
 alt-text itself on held-out images in caption precision x recall — otherwise self-augmentation has nothing
 to start from. Numbers are noisy on a shared machine; the table says what ran where.
 """

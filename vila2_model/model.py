@@ -67,7 +67,7 @@ def init_position_embeddings(model, how: str = "zeros") -> None:
     weights; a from-scratch tower then starts with no notion of where a patch is). A preset may set
     "vision_pos_init": "sincos" to start them at fixed 2-D sine-cosine codes (learnable afterwards, as in
     MAE/ViT). Default "zeros". Measured: sincos alone does not make the tiny model read small objects
-    (docs/LOG.md, 2026-11-25, second session)."""
+    (docs/LOG.md, 2026-11-25 (b))."""
     emb = model.model.vision_tower.embeddings
     if how == "zeros" or emb.position_embeddings is None:
         return
