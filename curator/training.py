@@ -107,21 +107,25 @@ def train(store, out_dir: str | Path, data: str, sft: str, round: int | None = N
 
 def train_specialist(store, out_dir: str | Path, stage2: str, task_data: str, role: str,
                      caption_data: str | None = None, round: int | None = None, mix_ratio: float = 1.0,
-                     **overrides) -> dict:
+                     sft_data: str | None = None, **overrides) -> dict:
     """Fine-tune a specialist from a stage-2 checkpoint (model_id or path) on task data mixed with caption
-    data, and register it (stage 'specialist', parent = the stage-2 model)."""
+    and SFT data, and register it (stage 'specialist', parent = the stage-2 model)."""
     from vila2_model.checkpoint import content_hash
     from vila2_model.train import finetune_specialist
 
+    if sft_data and not Path(sft_data).exists():
+        raise InputError(f"SFT data {sft_data} not found", "the path does not exist",
+                         "pass the world's sft/data.json (or your SFT set)")
     with _model_errors():
         ckpt, parent = model_path(store, stage2)
         row = _model_row(store, parent)
         round = round if round is not None else (row or {}).get("round")
         run_id = store.start_run("train", round, {"specialist": role, "parent": parent, "task": str(task_data),
                                                   "captions": str(caption_data), "mix_ratio": mix_ratio,
+                                                  "sft": str(sft_data) if sft_data else None,
                                                   "args": overrides})
         try:
-            out = finetune_specialist(out_dir, ckpt, task_data, caption_data, mix_ratio=mix_ratio,
+            out = finetune_specialist(out_dir, ckpt, task_data, caption_data, mix_ratio=mix_ratio, sft_data=sft_data,
                                       **{k: v for k, v in overrides.items() if v is not None})
         except BaseException as e:
             store.finish_run(run_id, "failed", error=(str(e).splitlines() or [type(e).__name__])[0])

@@ -23,10 +23,11 @@ SKILL_METRIC = {"spatial": "vqa_acc_spatial", "grounding": "grounding_iou", "ocr
 
 @dataclass
 class SpecialistArgs:
-    """Fine-tuning recipe for every specialist (method: all parameters, task data mixed with captions)."""
+    """Fine-tuning recipe for every specialist (method: all parameters, task data mixed with caption/SFT data)."""
     epochs: float = 4.0
     lr: float = 1e-3
     mix_ratio: float = 1.0           # caption samples per task sample: keeps the specialist writing prose
+    with_sft: bool = True            # the whole SFT set mixed in too: the specialist still answers questions
     max_steps: int | None = None
 
 
@@ -109,6 +110,7 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
             f = cfg.finetune
             return train_specialist(store, work / "models" / f"specialist-{name}", stage2["model_id"], data, role=name,
                                     caption_data=caption_data, round=R, mix_ratio=f.mix_ratio, seed=lc.seed,
+                                    sft_data=str(sft_data) if f.with_sft else None,
                                     epochs=f.epochs, lr=f.lr, batch_size=lc.train.batch_size, max_steps=f.max_steps,
                                     device=lc.train.device, progress=False)
 

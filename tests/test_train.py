@@ -90,11 +90,13 @@ def test_specialist_starts_from_stage2_weights(tmp_path, trained, data):
             seen.update({k: v.detach().clone() for k, v in model.state_dict().items()})
 
     task = load_conversations(write_llava(tmp_path / "task", 20, seed=9, kind="qa"))
+    sft = list(data["sft"])
     out = finetune_specialist(tmp_path / "spec", trained["pretrain"], task, data["sft"], mix_ratio=0.5,
-                              max_steps=2, batch_size=8, progress=False, step_callback=at_step)
+                              sft_data=sft[:7], max_steps=2, batch_size=8, progress=False, step_callback=at_step)
     assert seen.keys() == stage2.keys() and all(torch.equal(seen[k], stage2[k]) for k in stage2)
     meta = json.loads((Path(out) / "vila2_train.json").read_text())
-    assert (meta["n_task"], meta["n_caption"], meta["steps"]) == (20, 10, 2)
+    # task + mix_ratio × task caption samples + the whole SFT set given
+    assert (meta["n_task"], meta["n_caption"], meta["n_sft"], meta["steps"]) == (20, 10, 7, 2)
     assert meta["parent_hash"] == content_hash(trained["pretrain"]) != content_hash(out)
 
 

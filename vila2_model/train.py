@@ -539,6 +539,7 @@ def finetune_specialist(out_dir: str | Path,
                         task_data: str | Path | list[Sample],
                         caption_data: str | Path | list[Sample] | None = None,
                         mix_ratio: float = 1.0,   # caption samples per task sample (keeps the specialist writing prose)
+                        sft_data: str | Path | list[Sample] | None = None,   # the SFT set, all of it each epoch
                         seed: int = 0,
                         epochs: float = 4.0,
                         lr: float = 1e-3,
@@ -550,8 +551,9 @@ def finetune_specialist(out_dir: str | Path,
                         deepspeed_config: str | dict | None = None,
                         progress: bool = True,
                         step_callback: Callable[[int, torch.nn.Module], None] | None = None) -> str:
-    """Fine-tune all parameters of a stage-2 (pretrain) checkpoint on task data mixed with caption data
-    (method §2). Returns the checkpoint dir (out_dir)."""
+    """Fine-tune all parameters of a stage-2 (pretrain) checkpoint on task data mixed with caption and SFT
+    data (method §2: the specialist keeps writing prose and answering as the generalist's SFT stage taught it).
+    Returns the checkpoint dir (out_dir)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     task, caps = _samples(task_data), _samples(caption_data)
@@ -562,7 +564,8 @@ def finetune_specialist(out_dir: str | Path,
     g = torch.Generator().manual_seed(seed)
     pick = torch.randint(len(caps), (n_caps,), generator=g).tolist() if n_caps > len(caps) \
         else torch.randperm(len(caps), generator=g)[:n_caps].tolist()
-    mixed = task + [caps[i] for i in pick]
+    sft = _samples(sft_data)
+    mixed = task + [caps[i] for i in pick] + sft
     processor = AutoProcessor.from_pretrained(str(stage2_ckpt))
     model = AutoModelForImageTextToText.from_pretrained(str(stage2_ckpt))
     enc = encode_samples(processor, mixed)
@@ -571,7 +574,8 @@ def finetune_specialist(out_dir: str | Path,
               deepspeed_config=deepspeed_config, progress=progress, step_callback=step_callback,
               meta={"parent": str(stage2_ckpt), "parent_hash": content_hash(stage2_ckpt),
                     "task": str(task_data) if isinstance(task_data, (str, Path)) else f"{len(task)} samples",
-                    "n_task": len(task), "n_caption": n_caps})
+                    "n_task": len(task), "n_caption": n_caps, "n_sft": len(sft),
+                    "sft": str(sft_data) if isinstance(sft_data, (str, Path)) else f"{len(sft)} samples"})
     return str(out_dir)
 
 

@@ -80,6 +80,8 @@ def train_cmd(ctx, data, sft, out_dir, round_, recipe, preset, epochs_align, epo
               help="Caption/SFT data mixed in so the specialist keeps writing prose.")
 @click.option("--mix-ratio", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Caption samples per task sample.")
+@click.option("--sft", "sft_data", type=click.Path(), default=None,
+              help="The SFT set (LLaVA JSON), mixed in whole so the specialist still answers like the generalist.")
 @click.option("--out", "out_dir", required=True, type=OUT_DIR)
 @click.option("--epochs", type=EPOCHS, default=None)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
@@ -87,13 +89,13 @@ def train_cmd(ctx, data, sft, out_dir, round_, recipe, preset, epochs_align, epo
 @click.option("--device", default=None)
 @click.option("--max-steps", type=POSITIVE, default=None)
 @click.pass_context
-def train_specialist_cmd(ctx, stage2, task_data, role, caption_data, mix_ratio, out_dir, epochs, lr, seed, device,
-                         max_steps):
-    """Fine-tune a specialist from a stage-2 checkpoint on task data mixed with caption data (VILA² §2)."""
+def train_specialist_cmd(ctx, stage2, task_data, role, caption_data, mix_ratio, sft_data, out_dir, epochs, lr, seed,
+                         device, max_steps):
+    """Fine-tune a specialist from a stage-2 checkpoint on task data mixed with caption and SFT data (VILA² §2)."""
     from curator.training import train_specialist
 
     res = train_specialist(open_store(ctx), out_dir, stage2, task_data, role, caption_data=caption_data,
-                           mix_ratio=mix_ratio, epochs=epochs, lr=lr, seed=seed, device=device, max_steps=max_steps)
+                           mix_ratio=mix_ratio, sft_data=sft_data, epochs=epochs, lr=lr, seed=seed, device=device, max_steps=max_steps)
     click.echo(f"{role} {res['model_id'][:16]}  {res['path']}")
 
 
