@@ -1,6 +1,7 @@
 """Specialist augment (VILA² §2): fine-tune specialists from the self-augmented model's stage-2 checkpoint
-on their task data mixed with caption data, let each recaption the pretraining pool with its own prompts
-(kind = its name), build with the `specialist-qa` policy, retrain the generalist from scratch, evaluate.
+on their task data mixed with caption and SFT data, let each recaption the pretraining pool with its own prompts
+(kind = its name), build with the `concat-specialist-qa` policy (or `specialist-qa`), retrain the generalist
+from scratch, evaluate.
 
 A specialist is data, not code: a name, a task set (LLaVA JSON / Parquet / WebDataset) and a prompt set of
 the same name in the prompts YAML (its recaption prompts + question pool for the build).
@@ -34,7 +35,7 @@ class SpecialistArgs:
 @dataclass
 class SpecialistConfig:
     specialists: dict = field(default_factory=dict)   # name -> task data path
-    policy: str = "specialist-qa"
+    policy: str = "concat-specialist-qa"   # specialist-qa (original caption first) lost caption P×R: docs/results.md
     loop: LoopConfig = field(default_factory=LoopConfig)       # training / recaption / eval recipe of the generalist
     finetune: SpecialistArgs = field(default_factory=SpecialistArgs)
     prompts_file: str | None = None                   # a user prompts YAML adding specialists (default: built-in)

@@ -88,7 +88,7 @@ def test_full_loop_artifacts_and_lineage(tmp_path, world):
     again = run_specialist_augment(store, tmp_path / "work", sft, ev, scfg, log=logs.append)
     assert again["round"] == 3 and again["ran"] == [] and len(again["skipped"]) == len(sres["ran"])
 
-    # the custom specialist's captions reach the specialist-qa build (one QA turn per image, its question from
+    # the custom specialist's captions reach the concat-specialist-qa build (one QA turn per image, its question from
     # the user's pool) and the generalist trained on that build
     counting = {r["image_id"]: r["text"] for r in store.sql(
         "SELECT image_id, text FROM captions WHERE kind = 'counting' AND round = 3 AND transform = ''").to_pylist()}
@@ -137,8 +137,13 @@ def test_full_loop_artifacts_and_lineage(tmp_path, world):
         SELECT m.round, b.round AS build_round, b.policy FROM models m JOIN builds b ON b.build_id = m.trained_on
         WHERE m.role = 'generalist' AND m.stage = 'pretrain' ORDER BY m.round""").to_pylist()
     assert all(t["round"] == t["build_round"] for t in trained), trained
-    assert [t["policy"] for t in trained][0] == "original" and trained[-1]["policy"] == "specialist-qa"
-    assert {t["policy"] for t in trained} == {"original", "concat", "specialist-qa"}
+    assert [t["policy"] for t in trained][0] == "original" and trained[-1]["policy"] == "concat-specialist-qa"
+    assert {t["policy"] for t in trained} == {"original", "concat", "concat-specialist-qa"}
+    # each specialist fine-tuned on its task data + as many caption samples + the whole SFT set
+    n_sft = len(json.loads(Path(sft).read_text()))
+    for name in ("spatial", "ocr"):
+        meta = json.loads((tmp_path / "work" / "models" / f"specialist-{name}" / "vila2_train.json").read_text())
+        assert (meta["n_caption"], meta["n_sft"]) == (meta["n_task"], n_sft), meta
     specialists = store.sql("SELECT role, parent_model_id FROM models WHERE stage = 'specialist' ORDER BY role"
                             ).to_pylist()
     stage2_r2 = store.sql("SELECT model_id FROM models WHERE round = 2 AND stage = 'pretrain' AND role = 'generalist'"

@@ -217,17 +217,18 @@ def _specialist_data(specialists: str, specialist_data: tuple[str, ...], world: 
 @click.option("--specialist-data", multiple=True, help="NAME=PATH task data for a specialist (repeatable).")
 @click.option("--prompts-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="prompts YAML with the specialists' prompt sets and question pools.")
-@click.option("--policy", default="specialist-qa", show_default=True,
+@click.option("--policy", default="concat-specialist-qa", show_default=True,
               type=click.Choice(["specialist-qa", "concat-specialist-qa"]),
-              help="first turn = the original caption (the method) or the concat target (keeps the recaption).")
+              help="first turn = the concat target (keeps the recaption) or the original caption alone (the "
+                   "paper's wording; it lost caption P×R on the synthetic world, docs/results.md).")
 @click.option("--ft-epochs", type=EPOCHS, default=4.0, show_default=True, help="specialist fine-tune epochs.")
 @click.option("--ft-max-steps", type=POSITIVE, default=None)
 @_loop_options
 @click.pass_context
 def specialist_cmd(ctx, specialists, specialist_data, prompts_file, policy, ft_epochs, ft_max_steps, world, sft, eval_,
                    work, **kw):
-    """Fine-tune specialists from the latest generalist's stage-2 checkpoint, recaption with each, build
-    with specialist-qa, retrain the generalist from scratch, evaluate.
+    """Fine-tune specialists from the latest generalist's stage-2 checkpoint (task data mixed with caption and
+    SFT data), recaption with each, build with --policy, retrain the generalist from scratch, evaluate.
 
     \b
     Example:
