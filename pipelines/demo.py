@@ -4,8 +4,8 @@ world → vision foundation (once, cached) → ingest → SQL summary → round 
 control, round 0 at 2× the pretraining epochs) → specialist augment (each specialist graded on its own skill) → report.
 Resumable: rerunning the same command continues where it stopped (the store remembers finished steps).
 
-    curator demo --out demo_out            # default sizes (≈ 21 min on a 2-core CPU)
-    curator demo --out demo_out --full     # the README's trend run: 3 rounds + the compute control (≈ 29 min)
+    curator demo --out demo_out            # default sizes (docs/results.md has the measured wall time)
+    curator demo --out demo_out --full     # + round 3 and the compute control
     curator demo --out demo_out --quick    # toy sizes (≤ 3 min)
 """
 from __future__ import annotations
@@ -35,17 +35,21 @@ class DemoSize:
 # The loop's recipe with the vision foundation (docs/LOG.md, 2026-11-25): tower frozen, one SFT copy in stage 2.
 _RECIPE = TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=4.0, freeze_vision=True, sft_in_pretrain=1.0)
 
+# Specialists: 500 task images each (a fourth of the pool) and 4 fine-tuning epochs on task + caption + SFT data
+# (docs/results.md: 100 task images without the SFT set lifted nothing, or lost the skill).
+_SPECIALISTS = SpecialistArgs(epochs=4.0)
+_WORLD = {"task_fraction": 0.25}
+
 SIZES = {
-    # Round 0, two self-augment rounds, the specialist phase: 20 min 39 s measured on the 2-core VM (before the
-    # specialists were graded on their own skill: + 3 evals). Smaller worlds measured worse than the alt-text in
+    # Round 0, two self-augment rounds, the specialist phase. Smaller worlds measured worse than the alt-text in
     # round 0 (1,000 pool / 300 SFT images: P×R 0.029 vs 0.118, docs/results.md), and one pretraining epoch
-    # per round too (0.062), so the default keeps these sizes and misses the 15-minute target.
-    "default": DemoSize(n_pretrain=2000, n_eval=200, rounds=2, train=_RECIPE,
-                        finetune=SpecialistArgs(epochs=3.0), foundation=FoundationArgs()),
-    # The README's trend run (25 min 10 s measured): three self-augment rounds; + the compute control (round 0
-    # at 2× the pretraining epochs, printed beside the rounds by `curator report`).
-    "full": DemoSize(n_pretrain=2000, n_eval=200, rounds=3, train=_RECIPE,
-                     finetune=SpecialistArgs(epochs=3.0), foundation=FoundationArgs(), control=2.0),
+    # per round too (0.062), so the default keeps these sizes and misses the 15-minute target (docs/results.md).
+    "default": DemoSize(n_pretrain=2000, n_eval=200, rounds=2, train=_RECIPE, finetune=_SPECIALISTS,
+                        foundation=FoundationArgs(), world=_WORLD),
+    # The README's trend run: three self-augment rounds; + the compute control (round 0 at 2× the pretraining
+    # epochs, printed beside the rounds by `curator report`).
+    "full": DemoSize(n_pretrain=2000, n_eval=200, rounds=3, train=_RECIPE, finetune=_SPECIALISTS,
+                     foundation=FoundationArgs(), world=_WORLD, control=2.0),
     "quick": DemoSize(n_pretrain=400, n_eval=60, rounds=2, train=_RECIPE,
                       finetune=SpecialistArgs(epochs=2.0), foundation=FoundationArgs(n_images=1000, steps=300)),
 }
