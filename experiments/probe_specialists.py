@@ -6,7 +6,7 @@ beside the base generalist's (SKILL_METRIC in pipelines/specialist_augment.py).
 
     python experiments/probe_specialists.py --out OUT --stage2 RUN/models/round-0/pretrain \
         --base RUN/models/round-0/sft --world RUN/../world --captions RUN/builds/round-0-original \
-        --names spatial grounding ocr --epochs 3 12 --lr 1e-3
+        --names spatial grounding ocr control --epochs 4 --sft --task-images 500
 
 Rows are appended to OUT/results.jsonl with the command line and wall time.
 """
@@ -37,6 +37,17 @@ def grade(ckpt: str, eval_json: Path, limit: int | None) -> dict:
     return m
 
 
+def write_tasks(world: Path, n: int, out: Path) -> Path:
+    from curator.world.synthetic import TASKS, WorldConfig, _write_task
+
+    info = json.loads((world / "world.json").read_text())
+    cfg = WorldConfig(**info["config"])
+    for t in TASKS:
+        if not (out / t / "data.json").is_file():
+            _write_task(out / t, t, n, info["seed"], cfg)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -50,6 +61,9 @@ def main() -> None:
     ap.add_argument("--mix", type=float, default=1.0)
     ap.add_argument("--sft", action="store_true", help="also mix the world's SFT set in (method: caption/SFT data)")
     ap.add_argument("--tasks", default=None, help="task sets dir (NAME/data.json) instead of the world's")
+    ap.add_argument("--task-images", type=int, default=None,
+                    help="write N-image task sets from the world's own task streams (its first images are the "
+                         "world's task sets) into OUT/tasks<N> and use them")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
@@ -57,6 +71,8 @@ def main() -> None:
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     ev = Path(a.world) / "eval" / "eval.json"
+    if a.task_images:
+        a.tasks = str(write_tasks(Path(a.world), a.task_images, out / f"tasks{a.task_images}"))
     base_file = out / "base.json"
     if not base_file.is_file():
         base_file.write_text(json.dumps(grade(a.base, ev, a.limit)))
