@@ -121,6 +121,8 @@ def cases(e) -> list[tuple[str, list[str]]]:
                                             "--role", "spatial", "--out", f"{t}/sp"]),
         ("train-specialist task missing", ["train-specialist", "--from", "x", "--task", f"{missing}.json",
                                            "--role", "spatial", "--out", f"{t}/sp"]),
+        ("train-specialist sft missing", ["train-specialist", "--from", "x", "--task", f"{i}/bad.json",
+                                          "--role", "spatial", "--sft", f"{missing}.json", "--out", f"{t}/sp"]),
         ("eval unknown model", ["eval", "--model", "nosuchmodel", "--eval", f"{i}/bad.json"]),
         ("eval file missing", ["eval", "--model", f"{i}/empty_dir", "--eval", f"{missing}.json"]),
         ("eval negative limit", ["eval", "--model", f"{i}/empty_dir", "--eval", f"{i}/bad.json", "--limit", "-1"]),

@@ -95,7 +95,8 @@ def train_specialist_cmd(ctx, stage2, task_data, role, caption_data, mix_ratio, 
     from curator.training import train_specialist
 
     res = train_specialist(open_store(ctx), out_dir, stage2, task_data, role, caption_data=caption_data,
-                           mix_ratio=mix_ratio, sft_data=sft_data, epochs=epochs, lr=lr, seed=seed, device=device, max_steps=max_steps)
+                           mix_ratio=mix_ratio, sft_data=sft_data, epochs=epochs, lr=lr, seed=seed, device=device,
+                           max_steps=max_steps)
     click.echo(f"{role} {res['model_id'][:16]}  {res['path']}")
 
 
