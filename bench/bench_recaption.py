@@ -3,6 +3,7 @@ prefetched, one commit per batch) vs a naive loop (one image at a time: load, ge
 random-weight checkpoint and images, same run. Greedy, fixed max_new_tokens.
 
     .venv/bin/python bench/bench_recaption.py [--preset tiny] [--n 96] [--batch-size 32]
+    .venv/bin/python bench/bench_recaption.py --preset tiny72 --n 512 --batch-size 64 --max-new-tokens 96 --workers 2
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def main():
     ap.add_argument("--n", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=0,
+                    help="also recaption with N local single-thread processes (one shard each), same images")
     a = ap.parse_args()
 
     import torch
@@ -60,6 +63,18 @@ def main():
     print("|---|---|---|")
     print(f"| naive loop (batch 1, commit per image) | {naive:.1f} | {a.n / naive:.2f} |")
     print(f"| transformers engine (batch {a.batch_size}, incl. model load) | {engine:.1f} | {a.n / engine:.2f} |")
+    if a.workers > 1:
+        from curator.recaption import recaption_in_processes
+
+        t0 = time.perf_counter()
+        c = recaption_in_processes(store, 2, ckpt, workers=a.workers, batch_size=a.batch_size,
+                                   max_new_tokens=a.max_new_tokens)
+        procs = time.perf_counter() - t0   # includes starting the processes and each one's model load
+        assert c["added"] == a.n, c
+        print(f"| {a.workers} local processes, 1 thread each (incl. start + load) | {procs:.1f} | {a.n / procs:.2f} |")
+        print(f"{a.workers} processes vs one process with {torch.get_num_threads()} threads: {engine / procs:.2f}x")
+        record("bench_recaption", f"{a.workers} local processes, {a.n} images", a.n / procs, "images/s",
+               f"transformers engine, 1 process, {torch.get_num_threads()} threads", engine / procs)
     print(f"speed-up: {naive / engine:.1f}x")
     record("bench_recaption", f"transformers engine, {a.n} images", a.n / engine, "images/s",
            "naive loop (batch 1, commit per image)", naive / engine)

@@ -4,6 +4,7 @@ only: process start, data encoding and checkpoint writing are left out; `wall s`
 
     python bench/bench_train_ranks.py                      # tiny preset, 512 toy samples, batch 32, nproc 1 and 2
     python bench/bench_train_ranks.py --preset small --n 256 --zero
+    python bench/bench_train_ranks.py --preset tiny72 --threads 2   # the baseline: one process, both cores
 
 Every process runs one thread (a second intra-op thread spins against other jobs on a shared 2-core machine
 and was ~10x slower, see tests/conftest.py), so 2 processes use 2 cores where the baseline uses 1.
@@ -40,9 +41,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--zero", action="store_true", help="also DeepSpeed ZeRO-2 and ZeRO-3 on N processes")
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads of the one-process baseline")
     a = ap.parse_args()
     data = samples(a.n)
-    runs = [("1 process, 1 thread", 1, None, "1"), (f"{a.nproc} processes DDP, 1 thread each", a.nproc, None, "1")]
+    t1 = str(a.threads)
+    runs = [(f"1 process, {t1} thread{'s' if a.threads > 1 else ''}", 1, None, t1), (f"{a.nproc} processes DDP, 1 thread each", a.nproc, None, "1")]
     if a.zero:
         for z in (2, 3):
             runs.append((f"{a.nproc} processes ZeRO-{z}", a.nproc,

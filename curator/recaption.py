@@ -162,6 +162,50 @@ def recaption(store, round: int, model: str, prompts: str = "vila2", kind: str =
     return counts
 
 
+def recaption_in_processes(store, round: int, model: str, workers: int = 1, **kw) -> dict:
+    """recaption() split over `workers` local processes, shard i of `workers` each (what `curator recaption
+    --shard i/N` does from N shells), one compute thread each: on CPU, N single-thread processes generate
+    faster than one process with N threads. Returns the shards' summed counts (run_ids: one per shard).
+    A failed shard fails the call once the others have finished; what they wrote stays, and a rerun does
+    only what is left (select_work)."""
+    if workers <= 1:
+        return recaption(store, round, model, **kw)
+    if kw.get("engine", "transformers") != "transformers" or kw.get("shard", (0, 1)) != (0, 1):
+        raise InputError("local recaption processes split the transformers engine's work only",
+                         f"got engine {kw.get('engine')!r}, shard {kw.get('shard', (0, 1))}",
+                         "use workers=1 with another engine or an explicit shard")
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+        futs = [ex.submit(_shard_in_process, store.uri, store.storage_options, round, str(model), (i, workers), kw)
+                for i in range(workers)]
+        outs, errors = [], []
+        for f in futs:
+            try:
+                outs.append(f.result())
+            except Exception as e:   # noqa: BLE001 — the first shard's error is raised below, after all finish
+                errors.append(e)
+    if errors:
+        raise errors[0]
+    counts = {k: sum(o[k] for o in outs) for k in ("selected", "skipped", "todo", "added", "failed", "retried")}
+    counts.update(run_ids=[o["run_id"] for o in outs], run_id=outs[0]["run_id"], captioner=outs[0]["captioner"],
+                  workers=workers, seconds=float(f"{time.perf_counter() - t0:.3f}"))
+    counts["images_per_s"] = float(f"{counts['added'] / counts['seconds']:.2f}") if counts["seconds"] > 0 else 0.0
+    return counts
+
+
+def _shard_in_process(uri: str, storage_options, round: int, model: str, shard: tuple[int, int], kw: dict) -> dict:
+    import torch
+
+    from curator.store import Store
+
+    torch.set_num_threads(1)
+    return recaption(Store(uri, storage_options=storage_options), round, model, shard=shard,
+                     **{**kw, "progress": False})
+
+
 def _run_local(store, eng, job: Job, todo: list[WorkItem], counts: dict, progress: bool, on_batch) -> None:
     from tqdm.auto import tqdm
 

@@ -11,6 +11,7 @@ Resumable: rerunning the same command continues where it stopped (the store reme
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,12 +56,19 @@ SIZES = {
 }
 
 
-def loop_config(size: DemoSize, seed: int, foundation: str) -> LoopConfig:
+# One process per core (up to 2) trains (DDP over gloo) and recaptions (one shard each). On the 2-core VM this
+# measured the same per step as one process with two threads (round-0 training 145 s of steps + 13 s of process
+# start, against 144 s; a 2,000-image recaption 46 s, against 45-59 s: docs/performance.md); the weights agree
+# with one process's to rounding (tests/test_train_ranks.py) and the captions match (tests/test_recaption.py).
+PROCS = max(1, min(2, os.cpu_count() or 1))
+
+
+def loop_config(size: DemoSize, seed: int, foundation: str, procs: int = PROCS) -> LoopConfig:
     """The demo's loop recipe (also what `curator run ablations --out DEMO_OUT` re-creates)."""
     from dataclasses import replace
 
-    return LoopConfig(rounds=size.rounds, seed=seed, train=replace(size.train, init_from=foundation),
-                      recaption=RecaptionArgs())
+    return LoopConfig(rounds=size.rounds, seed=seed, train=replace(size.train, init_from=foundation, nproc=procs),
+                      recaption=RecaptionArgs(procs=procs))
 
 
 def run_demo(out: str | Path = "demo_out", size: str = "default", seed: int = 0) -> int:

@@ -71,7 +71,7 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
     from curator.build import build, question_pools
     from curator.filters import run_filters
     from curator.prompts import load_prompts
-    from curator.recaption import recaption
+    from curator.recaption import recaption_in_processes as recaption
 
     if not cfg.specialists:
         raise InputError("no specialists given", "specialist-augment needs at least one name=task-data pair",
@@ -113,7 +113,8 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
                                     caption_data=caption_data, round=R, mix_ratio=f.mix_ratio, seed=lc.seed,
                                     sft_data=str(sft_data) if f.with_sft else None,
                                     epochs=f.epochs, lr=f.lr, batch_size=lc.train.batch_size, max_steps=f.max_steps,
-                                    device=lc.train.device, progress=False)
+                                    device=lc.train.device, nproc=lc.train.nproc if lc.train.nproc > 1 else None,
+                                    progress=False)
 
         spec_out[name] = run.step(f"specialist/{name}/finetune", ft, round=R)
         # the specialist's own skill on the held-out set, against the base round's generalist (SKILL_METRIC)
@@ -121,8 +122,8 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
             store, spec_out[name]["model_id"], eval_json, lc, work / "eval" / f"specialist-{name}.json"), round=R)
         r = lc.recaption
         run.step(f"specialist/{name}/recaption", lambda name=name: recaption(
-            store, R, spec_out[name]["path"], prompts=name, kind=name, engine=r.engine, limit=r.limit,
-            batch_size=r.batch_size, max_new_tokens=r.max_new_tokens, seed=lc.seed, device=lc.train.device,
+            store, R, spec_out[name]["path"], workers=r.procs, prompts=name, kind=name, engine=r.engine,
+            limit=r.limit, batch_size=r.batch_size, max_new_tokens=r.max_new_tokens, seed=lc.seed, device=lc.train.device,
             prompts_file=cfg.prompts_file if user and name in user.sets else None, progress=False), round=R)
         if lc.filters:
             run.step(f"specialist/{name}/filter", lambda name=name: run_filters(

@@ -244,3 +244,38 @@ def test_compute_control_is_a_recorded_round_0_with_more_epochs_and_shows_in_the
     assert "round-0-2x-epochs" not in store.tags()       # a control is not a round
     _, table = report(store, tmp_path / "r.html", gallery_size=0)
     assert table.splitlines()[-1].startswith("compute control: round 0 with 2× the pretraining epochs, caption_p_x_r ")
+
+
+def test_one_process_per_core_loop_trains_on_two_ranks_and_recaptions_in_two_shards(tmp_path, world):
+    """The demo's set-up (TrainArgs.nproc=2, RecaptionArgs.procs=2) through the real pipeline: every training
+    run (round 0, round 1, a specialist) is data-parallel on 2 processes, round 1's recaption is two shard
+    runs that together caption every pool image once, and the specialist's recaption is split the same way."""
+    store = _store_with_world(tmp_path, world)
+    sft, ev = str(world / "sft" / "data.json"), str(world / "eval" / "eval.json")
+    cfg = toy_loop(rounds=1)
+    cfg.train.nproc, cfg.recaption.procs = 2, 2
+    res = run_self_augment(store, tmp_path / "work", sft, ev, cfg, log=lambda m: None)
+    assert [r["round"] for r in res["rounds"]] == [0, 1]
+    spec = run_specialist_augment(store, tmp_path / "work", sft, ev, SpecialistConfig(
+        specialists={"spatial": str(world / "tasks" / "spatial" / "data.json")}, loop=cfg,
+        finetune=SpecialistArgs(max_steps=2)), log=lambda m: None)
+    assert set(spec["specialists"]) == {"spatial"}
+    runs = store.sql("SELECT kind, round, config, counts FROM runs WHERE kind IN ('train', 'recaption') "
+                     "AND status = 'ok' ORDER BY started_at").to_pylist()
+    train = [json.loads(r["config"]) for r in runs if r["kind"] == "train"]
+    assert len(train) == 4   # round 0, round 1, the specialist, the specialist round
+    for c, r in zip(train, [r for r in runs if r["kind"] == "train"]):
+        if "specialist" in c:
+            assert c["args"]["nproc"] == 2
+            assert json.loads((Path(spec["specialists"]["spatial"]["path"]) / "vila2_train.json").read_text()
+                              )["ranks"]["world_size"] == 2
+        else:
+            assert c["data_parallel"]["processes"] == 2
+            assert json.loads(r["counts"])["stages"]["sft"]["ranks"]["world_size"] == 2
+    rec = [json.loads(r["config"]) for r in runs if r["kind"] == "recaption"]
+    assert sorted((c["kind"], tuple(c["shard"])) for c in rec) == [
+        ("self", (0, 2)), ("self", (1, 2)), ("spatial", (0, 2)), ("spatial", (1, 2))]
+    for kind in ("self", "spatial"):
+        n = store.sql(f"SELECT count(*) AS n, count(DISTINCT image_id) AS d FROM captions WHERE kind = '{kind}' "
+                      "AND transform = ''").to_pylist()[0]
+        assert n["n"] == n["d"] == N, (kind, n)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from curator.cli import cli
 from curator.errors import InputError
 from curator.prompts import load_prompts
-from curator.recaption import parse_shard, recaption, shard_of
+from curator.recaption import parse_shard, recaption, recaption_in_processes, shard_of
 from engines_toy import internvl_ckpt, make_store
 from vila2_model.checkpoint import content_hash
 
@@ -72,6 +72,28 @@ def test_shards_where_limit_and_specialist_prompts(tmp_path, ckpt):
     assert {r["prompt_id"] for r in rows} <= {"spatial-v1", "spatial-v2"}
     none = recaption(store, 1, str(ckpt), where="split = 'val'", progress=False)
     assert none["selected"] == 0 and none["added"] == 0
+
+
+def test_local_processes_write_what_one_process_writes(tmp_path, ckpt):
+    """recaption_in_processes(workers=2): two spawned processes, one shard each, write every image once with
+    the texts one process writes (greedy), one run row per shard; a rerun does nothing; a bad engine is refused."""
+    one, ids = make_store(tmp_path / "one", n=12, corrupt=1)
+    two, _ = make_store(tmp_path / "two", n=12, corrupt=1)
+    a = recaption(one, 1, str(ckpt), batch_size=4, max_new_tokens=6, progress=False)
+    b = recaption_in_processes(two, 1, str(ckpt), workers=2, batch_size=4, max_new_tokens=6)
+    assert (b["selected"], b["added"], b["failed"], b["workers"]) == (13, 12, 1, 2)
+    assert (a["added"], a["failed"]) == (b["added"], b["failed"])
+    q = "SELECT image_id, prompt_id, text, run_id FROM captions WHERE round = 1 ORDER BY image_id"
+    ra, rb = one.sql(q).to_pylist(), two.sql(q).to_pylist()
+    assert [(r["image_id"], r["prompt_id"], r["text"]) for r in ra] == [(r["image_id"], r["prompt_id"], r["text"])
+                                                                         for r in rb]
+    assert {r["run_id"] for r in rb} == set(b["run_ids"]) and len(b["run_ids"]) == 2
+    runs = two.sql("SELECT config FROM runs WHERE kind = 'recaption'").to_pylist()
+    assert sorted(json.loads(r["config"])["shard"] for r in runs) == [[0, 2], [1, 2]]
+    again = recaption_in_processes(two, 1, str(ckpt), workers=2, batch_size=4, max_new_tokens=6)
+    assert (again["skipped"], again["added"], again["failed"], again["retried"]) == (12, 0, 1, 1)
+    with pytest.raises(InputError, match="local recaption processes split the transformers engine's work only"):
+        recaption_in_processes(two, 1, str(ckpt), workers=2, engine="vllm")
 
 
 def test_errors_are_one_line(tmp_path, ckpt):

@@ -124,3 +124,25 @@ def test_curator_train_nproc_registers_once_and_resumes(tmp_path):
     again = run_cli(*args, store=tmp_path / "store")
     assert again.stdout == first.stdout   # the same model ids, every stage reused
     assert (tmp_path / "m" / "sft" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_specialist_on_two_ranks_ends_with_the_one_rank_weights(runs, data, tmp_path):
+    """finetune_specialist(nproc=2): task + caption + SFT data fine-tuned on two processes ends where one
+    process ends (same global batch, schedule and sample count), and a step_callback is refused there."""
+    from vila2_model.train import finetune_specialist
+
+    kw = dict(caption_data=data["pre"], mix_ratio=0.5, sft_data=data["sft"][:8], epochs=1, lr=3e-3,
+              batch_size=16, seed=5, progress=False)
+    one = finetune_specialist(tmp_path / "s1", runs[1]["pretrain"], data["sft"][8:], nproc=1, **kw)
+    two = finetune_specialist(tmp_path / "s2", runs[1]["pretrain"], data["sft"][8:], nproc=2, **kw)
+    assert two == str(tmp_path / "s2")
+    a, b = (load_file(Path(p) / "model.safetensors") for p in (one, two))
+    gap = max(float((a[k] - b[k]).norm() / a[k].norm().clamp(min=1e-12)) for k in a)
+    assert gap <= TOL["sft"], gap
+    m1, m2 = (json.loads((Path(p) / "vila2_train.json").read_text()) for p in (one, two))
+    assert (m1["n_task"], m1["n_caption"], m1["n_sft"]) == (m2["n_task"], m2["n_caption"], m2["n_sft"]) == (32, 16, 8)
+    assert m1["ranks"]["world_size"] == 1 and m2["ranks"]["world_size"] == 2
+    assert m1["steps"] == m2["steps"] == 4 and m1["samples"] == m2["samples"] == 56
+    with pytest.raises(ModelError, match="step_callback cannot cross process boundaries"):
+        finetune_specialist(tmp_path / "s3", runs[1]["pretrain"], data["sft"][8:], nproc=2,
+                            step_callback=lambda *_: None, **kw)

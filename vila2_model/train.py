@@ -549,11 +549,18 @@ def finetune_specialist(out_dir: str | Path,
                         device: str = "cpu",
                         bf16: bool | None = None,
                         deepspeed_config: str | dict | None = None,
+                        nproc: int = 1,   # data-parallel processes on this machine (as train_vlm; torchrun: ignored)
                         progress: bool = True,
                         step_callback: Callable[[int, torch.nn.Module], None] | None = None) -> str:
     """Fine-tune all parameters of a stage-2 (pretrain) checkpoint on task data mixed with caption and SFT
     data (method §2: the specialist keeps writing prose and answering as the generalist's SFT stage taught it).
     Returns the checkpoint dir (out_dir)."""
+    if nproc > 1 and env_world_size() == 1:
+        if step_callback is not None:
+            raise ModelError("step_callback cannot cross process boundaries", f"nproc={nproc} starts new processes",
+                             "use nproc=1 with a step_callback")
+        kwargs = {k: v for k, v in locals().items() if k != "nproc"}
+        return launch(nproc, "vila2_model.train:finetune_specialist", kwargs, Path(out_dir) / ".ranks")
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     task, caps = _samples(task_data), _samples(caption_data)

@@ -55,6 +55,8 @@ def _loop_options(f):
         click.option("--batch-size", type=POSITIVE, default=64, show_default=True, help="recaption batch size."),
         click.option("--max-new-tokens", type=POSITIVE, default=128, show_default=True),
         click.option("--limit", type=POSITIVE, default=None, help="recaption at most N images per round."),
+        click.option("--recaption-procs", type=POSITIVE, default=1, show_default=True,
+                     help="local recaption processes, one shard each (transformers engine)."),
         click.option("--eval-limit", type=POSITIVE, default=None, help="grade only the first N eval items."),
         click.option("--device", default="cpu", show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
@@ -77,7 +79,7 @@ def _loop_config(rounds=3, policy="concat", min_gain=None, filters="", **kw):
                         sft_in_pretrain=kw["sft_in_pretrain"] if kw.get("sft_in_pretrain") is not None
                         else (1.0 if kw.get("foundation") else 0.0)),
         recaption=RecaptionArgs(engine=kw["engine"], batch_size=kw["batch_size"], max_new_tokens=kw["max_new_tokens"],
-                                limit=kw["limit"]))
+                                limit=kw["limit"], procs=kw.get("recaption_procs") or 1))
 
 
 def _foundation(path: str | None) -> str | None:
