@@ -45,7 +45,8 @@ def main() -> None:
     a = ap.parse_args()
     data = samples(a.n)
     t1 = str(a.threads)
-    runs = [(f"1 process, {t1} thread{'s' if a.threads > 1 else ''}", 1, None, t1), (f"{a.nproc} processes DDP, 1 thread each", a.nproc, None, "1")]
+    runs = [(f"1 process, {t1} thread{'s' if a.threads > 1 else ''}", 1, None, t1),
+            (f"{a.nproc} processes DDP, 1 thread each", a.nproc, None, "1")]
     if a.zero:
         for z in (2, 3):
             runs.append((f"{a.nproc} processes ZeRO-{z}", a.nproc,

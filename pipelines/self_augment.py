@@ -40,7 +40,7 @@ class RecaptionArgs:
     batch_size: int = 64
     max_new_tokens: int = 128       # the world's detailed descriptions run to ~107 BPE tokens
     limit: int | None = None         # recaption only the first N selected images (smoke runs)
-    procs: int = 1                   # local recaption processes, one shard each (transformers engine; CPU: one per core)
+    procs: int = 1                   # local recaption processes, one shard each (transformers engine; CPU: 1/core)
 
 
 @dataclass
@@ -122,7 +122,8 @@ def one_round(run: StepRunner, store, work: Path, k: int, prev: dict | None, sft
     if k > 0 and recaption:
         run.step(f"round-{k}/recaption", lambda: recaption_fn(
             store, k, prev["paths"]["sft"], workers=r.procs, prompts=r.prompts, kind="self", engine=r.engine,
-            limit=r.limit, batch_size=r.batch_size, max_new_tokens=r.max_new_tokens, seed=cfg.seed, device=cfg.train.device,
+            limit=r.limit, batch_size=r.batch_size, max_new_tokens=r.max_new_tokens, seed=cfg.seed,
+            device=cfg.train.device,
             progress=False), round=k)
         if cfg.filters:
             run.step(f"round-{k}/filter", lambda: run_filters(store, k, filters=list(cfg.filters), kind="self"),

@@ -123,7 +123,8 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
         r = lc.recaption
         run.step(f"specialist/{name}/recaption", lambda name=name: recaption(
             store, R, spec_out[name]["path"], workers=r.procs, prompts=name, kind=name, engine=r.engine,
-            limit=r.limit, batch_size=r.batch_size, max_new_tokens=r.max_new_tokens, seed=lc.seed, device=lc.train.device,
+            limit=r.limit, batch_size=r.batch_size, max_new_tokens=r.max_new_tokens, seed=lc.seed,
+            device=lc.train.device,
             prompts_file=cfg.prompts_file if user and name in user.sets else None, progress=False), round=R)
         if lc.filters:
             run.step(f"specialist/{name}/filter", lambda name=name: run_filters(
