@@ -31,6 +31,9 @@ def per_image(path: str) -> tuple[str, dict]:
 def main(paths: list[str]) -> None:
     if len(paths) < 2:
         raise SystemExit("usage: paired_eval.py EVAL_A.json EVAL_B.json [...]")
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise SystemExit(f"paired_eval: {missing[0]} not found (an eval JSON the loop writes: OUT/eval/round-K.json)")
     ev0, base = per_image(paths[0])
     print(f"| run | n | P×R | − {Path(paths[0]).stem} | 95% interval |")
     print("|---|---|---|---|---|")
