@@ -14,18 +14,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from curator.world.grade import grade_caption  # noqa: E402
+from curator.world.grade import grade_captions  # noqa: E402
 
 
 def per_image(path: str) -> tuple[str, dict]:
     d = json.loads(Path(path).read_text())
     items = json.loads(Path(d["eval"]).read_text())
     caps = d["predictions"]["captions"]
-    out = {}
-    for it in items:
-        r = grade_caption(caps.get(it["id"], ""), it)
-        out[it["id"]] = (r["precision"] or 0.0) * r["recall"]
-    return d["eval"], out
+    # the eval's own P×R of each image alone (its mean over the images is the recorded caption_p_x_r)
+    return d["eval"], {it["id"]: grade_captions(caps, [it])["caption_p_x_r"] for it in items}
 
 
 def main(paths: list[str]) -> None:
