@@ -40,19 +40,22 @@ _RECIPE = TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=4.0, free
 # (docs/results.md: 100 task images without the SFT set lifted nothing, or lost the skill).
 _SPECIALISTS = SpecialistArgs(epochs=4.0)
 _WORLD = {"task_fraction": 0.25}
+# A tower that reads: the foundation's dense labels also say which word a token shows. Without it the OCR
+# specialist had nothing to learn from (the word was one class, "a word"; docs/results.md).
+_FOUNDATION = FoundationArgs(read_words=True)
 
 SIZES = {
     # Round 0, two self-augment rounds, the specialist phase. Smaller worlds measured worse than the alt-text in
     # round 0 (1,000 pool / 300 SFT images: P×R 0.029 vs 0.118, docs/results.md), and one pretraining epoch
     # per round too (0.062), so the default keeps these sizes and misses the 15-minute target (docs/results.md).
     "default": DemoSize(n_pretrain=2000, n_eval=200, rounds=2, train=_RECIPE, finetune=_SPECIALISTS,
-                        foundation=FoundationArgs(), world=_WORLD),
+                        foundation=_FOUNDATION, world=_WORLD),
     # The README's trend run: three self-augment rounds; + the compute control (round 0 at 2× the pretraining
     # epochs, printed beside the rounds by `curator report`).
     "full": DemoSize(n_pretrain=2000, n_eval=200, rounds=3, train=_RECIPE, finetune=_SPECIALISTS,
-                     foundation=FoundationArgs(), world=_WORLD, control=2.0),
+                     foundation=_FOUNDATION, world=_WORLD, control=2.0),
     "quick": DemoSize(n_pretrain=400, n_eval=60, rounds=2, train=_RECIPE,
-                      finetune=SpecialistArgs(epochs=2.0), foundation=FoundationArgs(n_images=1000, steps=300)),
+                      finetune=SpecialistArgs(epochs=2.0), foundation=FoundationArgs(n_images=1000, steps=300, read_words=True)),
 }
 
 

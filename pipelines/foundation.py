@@ -39,6 +39,8 @@ class FoundationArgs:
     batch_size: int = 64
     feature_rms: float | None = 16.0  # image features rescaled to this RMS (measured: 0.06-1 ignored, 3.6 used, 14-44 best)
     seed: int = 0
+    read_words: bool = False         # + a head for which word a token shows: a tower that can read (as SigLIP
+                                     # reads printed text); without it the rendered word is one class, "a word"
 
 
 def grid_of(preset: str | dict) -> int:
@@ -53,17 +55,21 @@ def grid_of(preset: str | dict) -> int:
     return g
 
 
-def head_sizes(cfg: WorldConfig, grid: int) -> dict[str, int]:
-    return {"color": 1 + len(cfg.colors), "shape": 2 + len(cfg.shapes), "size": 3, "row": 1 + grid, "col": 1 + grid}
+def head_sizes(cfg: WorldConfig, grid: int, read_words: bool = False) -> dict[str, int]:
+    heads = {"color": 1 + len(cfg.colors), "shape": 2 + len(cfg.shapes), "size": 3, "row": 1 + grid, "col": 1 + grid}
+    return {**heads, "word": 1 + len(cfg.words)} if read_words else heads
 
 
-def token_labels(meta: dict, grid: int, cfg: WorldConfig) -> dict[str, list[int]]:
+def token_labels(meta: dict, grid: int, cfg: WorldConfig, read_words: bool = False) -> dict[str, list[int]]:
     """Class ids per image token (row-major grid×grid) for one image's ground truth. color: 1 + index (0 none);
     shape: 1 + index, len(shapes)+1 = a rendered word, 0 none; size: 1 small, 2 large; row/col: 1 + the token's
-    own row/column. An object belongs to the token whose cell holds its box centre."""
+    own row/column; with `read_words`, word: 1 + the index of the word the token shows (0 none). An object
+    belongs to the token whose cell holds its box centre."""
     n, cell = grid * grid, meta["width"] / grid
     lab = {"color": [0] * n, "shape": [0] * n, "size": [0] * n,
            "row": [1 + k // grid for k in range(n)], "col": [1 + k % grid for k in range(n)]}
+    if read_words:
+        lab["word"] = [0] * n
 
     def token(box):
         x0, y0, x1, y1 = box
@@ -76,17 +82,19 @@ def token_labels(meta: dict, grid: int, cfg: WorldConfig) -> dict[str, list[int]
         lab["size"][k] = 1 if o["size"] == "small" else 2
     if meta.get("word_box") and lab["shape"][token(meta["word_box"])] == 0:
         lab["shape"][token(meta["word_box"])] = 1 + len(cfg.shapes)
+    if read_words and meta.get("word_box"):
+        lab["word"][token(meta["word_box"])] = 1 + cfg.words.index(meta["word"])
     return lab
 
 
-def dense_set(n: int, cfg: WorldConfig, grid: int, stream: str, seed: int = 0):
+def dense_set(n: int, cfg: WorldConfig, grid: int, stream: str, seed: int = 0, read_words: bool = False):
     import torch
 
-    images, labs = [], {k: [] for k in head_sizes(cfg, grid)}
+    images, labs = [], {k: [] for k in head_sizes(cfg, grid, read_words)}
     for i in range(n):
         png, _, meta, _ = synthetic_item(i, seed, cfg, stream=stream)
         images.append(Image.open(io.BytesIO(png)).convert("RGB"))
-        for k, v in token_labels(meta, grid, cfg).items():
+        for k, v in token_labels(meta, grid, cfg, read_words).items():
             labs[k].append(v)
     return images, {k: torch.tensor(v, dtype=torch.long) for k, v in labs.items()}
 
@@ -121,19 +129,23 @@ def build_foundation(out_dir: str | Path, cfg: WorldConfig | None = None, preset
     if a.n_images <= 0 or a.steps <= 0:
         raise InputError("the foundation has nothing to train on", f"n_images={a.n_images}, steps={a.steps}",
                          "set FoundationArgs.n_images and steps above 0")
-    key = json.dumps({"foundation": asdict(a), "world": config_dict(cfg), "preset": preset,
+    fargs = asdict(a)
+    if not a.read_words:   # foundations built before the word head keep their key (and are reused)
+        del fargs["read_words"]
+    key = json.dumps({"foundation": fargs, "world": config_dict(cfg), "preset": preset,
                       "texts": len(tokenizer_texts or [])}, sort_keys=True, default=str)
     kf = out / "foundation_args.json"
     if kf.is_file() and kf.read_text() != key:
         raise InputError(f"{out} holds a foundation built with other arguments",
                          "reusing it would mix two worlds or recipes", "pass a new out_dir or delete it")
     g = grid_of(preset)
-    images, labels = dense_set(a.n_images, cfg, g, "foundation-dense", a.seed)
-    ev_images, ev_labels = dense_set(a.n_eval, cfg, g, "foundation-dense-eval", a.seed) if a.n_eval else (None, None)
+    images, labels = dense_set(a.n_images, cfg, g, "foundation-dense", a.seed, a.read_words)
+    ev_images, ev_labels = (dense_set(a.n_eval, cfg, g, "foundation-dense-eval", a.seed, a.read_words) if a.n_eval
+                            else (None, None))
     out.mkdir(parents=True, exist_ok=True)
     kf.write_text(key)
     try:
-        pretrain_vision(out / "vision", images, labels, head_sizes(cfg, g), preset=preset,
+        pretrain_vision(out / "vision", images, labels, head_sizes(cfg, g, a.read_words), preset=preset,
                         tokenizer_texts=tokenizer_texts, eval_images=ev_images, eval_labels=ev_labels,
                         steps=a.steps, lr=a.lr, batch_size=a.batch_size, feature_rms=a.feature_rms, seed=a.seed,
                         progress=progress)

@@ -34,6 +34,22 @@ def test_token_labels_put_each_object_in_the_token_of_its_box_centre():
     assert lab["size"] == [2, 0, 0, 0, 0, 0, 0, 0, 1]
     assert lab["row"] == [1, 1, 1, 2, 2, 2, 3, 3, 3] and lab["col"] == [1, 2, 3] * 3
     assert head_sizes(cfg, 3) == {"color": 9, "shape": 7, "size": 3, "row": 4, "col": 4}
+    assert "word" not in lab
+
+
+def test_a_reading_foundation_labels_which_word_a_token_shows():
+    cfg = WorldConfig()
+    meta = {"width": 64, "objects": [{"shape": "star", "color": "blue", "size": "large", "box": [2, 2, 20, 20]}],
+            "word_box": [24, 44, 40, 52], "word": cfg.words[3]}                           # centre (32, 48) -> token 7
+    lab = token_labels(meta, 3, cfg, read_words=True)
+    assert lab["word"] == [0, 0, 0, 0, 0, 0, 0, 4, 0]
+    assert lab["shape"][7] == 1 + len(cfg.shapes)          # the shape head still says "a word" there
+    assert token_labels({**meta, "word_box": None, "word": None}, 3, cfg, read_words=True)["word"] == [0] * 9
+    assert head_sizes(cfg, 3, read_words=True)["word"] == 1 + len(cfg.words)
+    _, lab = dense_set(40, cfg, 3, "foundation-dense", read_words=True)
+    with_word = [i for i in range(40) if synthetic_item(i, 0, cfg, stream="foundation-dense")[2].get("word")]
+    assert with_word and all(int((lab["word"][i] > 0).sum()) == 1 for i in with_word)
+    assert int((lab["word"] > 0).sum()) == len(with_word)
 
 
 def test_dense_set_is_a_separate_seeded_stream():

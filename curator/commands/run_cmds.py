@@ -133,7 +133,9 @@ def world_cmd(out, n_pretrain, seed, config_path):
 @click.option("--images", "n_images", type=POSITIVE, default=4000, show_default=True,
               help="separate-stream images for the dense pretraining.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def foundation_cmd(world, out, preset, steps, n_images, seed):
+@click.option("--read-words/--no-read-words", default=False, show_default=True,
+              help="also teach the tower which word a token shows (a tower that can read, as SigLIP reads print).")
+def foundation_cmd(world, out, preset, steps, n_images, seed, read_words):
     """Pretrain the vision tower on dense per-token labels of a separate stream of the world's images
     (the stand-in for a pretrained SigLIP). Pass the result to `curator run ... --foundation DIR`.
 
@@ -145,7 +147,8 @@ def foundation_cmd(world, out, preset, steps, n_images, seed):
     from pipelines.foundation import FoundationArgs, build_foundation, foundation_report, world_texts
 
     cfg, texts = world_texts(world)
-    ck = build_foundation(out, cfg, preset, texts, FoundationArgs(steps=steps, n_images=n_images, seed=seed),
+    ck = build_foundation(out, cfg, preset, texts, FoundationArgs(steps=steps, n_images=n_images, seed=seed,
+                                                                 read_words=read_words),
                           progress=True)
     rep = foundation_report(ck)
     click.echo(f"foundation {ck}: {rep['steps']} steps in {rep['seconds']:.0f} s; held-out accuracy per token "
