@@ -182,7 +182,9 @@ def test_task_sets(world):
             elif task == "spatial":
                 assert len(meta["objects"]) >= 2
                 assert grade_caption(conv[1]["value"], meta)["precision"] == 1.0
-                assert any("[" in c["value"] and c["value"].endswith("?") for c in conv[2::2])
+                asks = [c["value"] for c in conv[2::2]]
+                assert "[" in asks[0] and "[" not in asks[1] and asks[1].endswith("?")   # with boxes, then without
+                assert re.fullmatch(r"Is the \w+ \w+ (left of|right of|above|below) the \w+ \w+\?", asks[1])
             else:
                 assert conv[3]["value"] == (meta["word"] or "none")
 

@@ -499,17 +499,18 @@ def make_vqa(rng: random.Random, meta: dict, cfg: WorldConfig, ocr_none_prob: fl
 
 
 def _spatial_qa(rng: random.Random, meta: dict) -> list[dict]:
-    """Spatial specialist QA: relations between objects given with their boxes (as the method's spatial
-    data puts boxes in the questions), and which object is closest."""
+    """Spatial specialist QA: relations between two objects, asked once with their boxes in the question (as
+    the method's spatial data puts them) and once without (then the image must answer: a question with boxes
+    can be answered from its numbers alone), and which object is closest."""
     objs = meta["objects"]
     out = []
     if len(objs) < 2:
         return out
     i, j = rng.sample(range(len(objs)), 2)
     holds = _pair_relations(meta, i, j)
-    for rel in rng.sample(RELATIONS, 2):
-        out.append((f"Is the {_desc(objs[i])} {format_box(objs[i]['box_1000'])} {rel} the "
-                    f"{_desc(objs[j])} {format_box(objs[j]['box_1000'])}?", "yes" if rel in holds else "no"))
+    for n, rel in enumerate(rng.sample(RELATIONS, 2)):
+        bi, bj = (f" {format_box(objs[i]['box_1000'])}", f" {format_box(objs[j]['box_1000'])}") if n == 0 else ("", "")
+        out.append((f"Is the {_desc(objs[i])}{bi} {rel} the {_desc(objs[j])}{bj}?", "yes" if rel in holds else "no"))
     if len(objs) >= 3:
         k = rng.randrange(len(objs))
 
