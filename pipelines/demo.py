@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipelines.foundation import FoundationArgs, build_foundation, foundation_report, world_texts
@@ -55,7 +55,7 @@ SIZES = {
     "full": DemoSize(n_pretrain=2000, n_eval=200, rounds=3, train=_RECIPE, finetune=_SPECIALISTS,
                      foundation=_FOUNDATION, world=_WORLD, control=2.0),
     "quick": DemoSize(n_pretrain=400, n_eval=60, rounds=2, train=_RECIPE,
-                      finetune=SpecialistArgs(epochs=2.0), foundation=FoundationArgs(n_images=1000, steps=300, read_words=True)),
+                      finetune=SpecialistArgs(epochs=2.0), foundation=replace(_FOUNDATION, n_images=1000, steps=300)),
 }
 
 
@@ -68,7 +68,6 @@ PROCS = max(1, min(2, os.cpu_count() or 1))
 
 def loop_config(size: DemoSize, seed: int, foundation: str, procs: int = PROCS) -> LoopConfig:
     """The demo's loop recipe (also what `curator run ablations --out DEMO_OUT` re-creates)."""
-    from dataclasses import replace
 
     return LoopConfig(rounds=size.rounds, seed=seed, train=replace(size.train, init_from=foundation, nproc=procs),
                       recaption=RecaptionArgs(procs=procs))

@@ -509,7 +509,8 @@ def _spatial_qa(rng: random.Random, meta: dict) -> list[dict]:
     i, j = rng.sample(range(len(objs)), 2)
     holds = _pair_relations(meta, i, j)
     for n, rel in enumerate(rng.sample(RELATIONS, 2)):
-        bi, bj = (f" {format_box(objs[i]['box_1000'])}", f" {format_box(objs[j]['box_1000'])}") if n == 0 else ("", "")
+        boxed = n == 0
+        bi, bj = (f" {format_box(objs[k]['box_1000'])}" if boxed else "" for k in (i, j))
         out.append((f"Is the {_desc(objs[i])}{bi} {rel} the {_desc(objs[j])}{bj}?", "yes" if rel in holds else "no"))
     if len(objs) >= 3:
         k = rng.randrange(len(objs))
