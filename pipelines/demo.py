@@ -68,7 +68,6 @@ PROCS = max(1, min(2, os.cpu_count() or 1))
 
 def loop_config(size: DemoSize, seed: int, foundation: str, procs: int = PROCS) -> LoopConfig:
     """The demo's loop recipe (also what `curator run ablations --out DEMO_OUT` re-creates)."""
-
     return LoopConfig(rounds=size.rounds, seed=seed, train=replace(size.train, init_from=foundation, nproc=procs),
                       recaption=RecaptionArgs(procs=procs))
 
