@@ -111,6 +111,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--foundation", default=None, help="reuse this foundation checkpoint (same WorldConfig)")
     ap.add_argument("--foundation-args", default="{}", help="FoundationArgs overrides as JSON (e.g. read_words)")
+    ap.add_argument("--preset", default="tiny72", help="model preset (name or .json) the foundation builds")
     ap.add_argument("what", choices=("sweep", "loop", "ablate"))
     ap.add_argument("--epochs", type=float, nargs="+", required=True)
     ap.add_argument("--rounds", type=int, default=2)
@@ -122,7 +123,7 @@ def main() -> None:
     w, wcfg = make_world(out, a)
     _, texts = world_texts(w)
     fargs = FoundationArgs(seed=a.seed, **json.loads(a.foundation_args))
-    fnd = a.foundation or build_foundation(out / "foundation", wcfg, "tiny72", texts, fargs)
+    fnd = a.foundation or build_foundation(out / "foundation", wcfg, a.preset, texts, fargs)
     for e in a.epochs:
         run_one(out, w, fnd, a, e, 0 if a.what == "sweep" else a.rounds, a.policy)
         if a.what == "ablate":
