@@ -44,9 +44,10 @@ _RECIPE = TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=4.0, free
 _PAPER = replace(_RECIPE, epochs_pretrain=4.0, epochs_sft=12.0, sft_in_pretrain=0.0)
 
 # Specialists: fine-tuned on task + caption + SFT data (docs/results.md: without the SFT set a specialist
-# forgot how to answer). In the paper's regime the stage-2 checkpoint they start from has never seen the SFT
-# set, so they need more epochs than the 4 of the earlier recipe (grounding IoU 0 at 4, 0.035 at 8).
-_SPECIALISTS = SpecialistArgs(epochs=6.0)
+# forgot how to answer), from round 2's generalist rather than its stage-2 checkpoint: in the paper's regime
+# stage 2 never sees the SFT set, and specialists started there learned nothing in the demo's minutes (OCR
+# +0.000 at 8 epochs; from the generalist +0.054 at 6: docs/results.md "make demo").
+_SPECIALISTS = SpecialistArgs(epochs=6.0, start="sft")
 # 1,000 pool images with proper names in half the alt-texts (what the concat policy keeps); 250 task images
 # per specialist.
 _WORLD = {"name_prob": 0.5, "task_fraction": 0.25}

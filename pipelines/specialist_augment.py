@@ -30,6 +30,11 @@ class SpecialistArgs:
     mix_ratio: float = 1.0           # caption samples per task sample: keeps the specialist writing prose
     with_sft: bool = True            # the whole SFT set mixed in too: the specialist still answers questions
     max_steps: int | None = None
+    start: str = "pretrain"          # the base round's checkpoint to start from: "pretrain" (stage 2, the method)
+                                     # or "sft" (its generalist: it already answers; docs/results.md "make demo")
+
+
+START_STAGES = ("pretrain", "sft")
 
 
 @dataclass
@@ -73,6 +78,10 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
     from curator.prompts import load_prompts
     from curator.recaption import recaption_in_processes as recaption
 
+    if cfg.finetune.start not in START_STAGES:
+        raise InputError(f"unsupported specialist start {cfg.finetune.start!r}",
+                         f"specialists start from the base round's {' or '.join(START_STAGES)} checkpoint",
+                         "e.g. --ft-start pretrain")
     if not cfg.specialists:
         raise InputError("no specialists given", "specialist-augment needs at least one name=task-data pair",
                          "e.g. --specialists spatial,grounding,ocr --world demo_out/world")
@@ -98,9 +107,9 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
     lc = cfg.loop
     run = StepRunner(store, "specialist-augment", {
         "specialists": cfg.specialists, "policy": cfg.policy, "loop": lc.as_dict(),
-        "finetune": cfg.finetune.__dict__, "base": base["stages"]["sft"]["model_id"], "sft": str(sft_data),
+        "finetune": {k: v for k, v in cfg.finetune.__dict__.items() if (k, v) != ("start", "pretrain")}, "base": base["stages"]["sft"]["model_id"], "sft": str(sft_data),
         "eval": str(eval_json), "work": str(work), "prompts_file": cfg.prompts_file}, log=log)
-    stage2 = base["stages"]["pretrain"]
+    stage2 = base["stages"][cfg.finetune.start]   # the method's stage-2 checkpoint, or the round's generalist
     caption_data = base["caption_data"]     # the base round's caption build: mixed into each specialist's data
 
     spec_out, spec_eval = {}, {}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from curator.errors import InputError
 from curator.ingest import ingest
 from curator.store import Store
 from curator.world.synthetic import WorldConfig, generate_world
@@ -279,3 +280,28 @@ def test_one_process_per_core_loop_trains_on_two_ranks_and_recaptions_in_two_sha
         n = store.sql(f"SELECT count(*) AS n, count(DISTINCT image_id) AS d FROM captions WHERE kind = '{kind}' "
                       "AND transform = ''").to_pylist()[0]
         assert n["n"] == n["d"] == N, (kind, n)
+
+
+def test_specialists_can_start_from_the_base_rounds_generalist(tmp_path, world):
+    """SpecialistArgs.start="sft": the specialist's recorded parent is round 0's SFT model, not its stage-2
+    checkpoint; a bad value is refused before any work."""
+    store = _store_with_world(tmp_path, world)
+    sft, ev = str(world / "sft" / "data.json"), str(world / "eval" / "eval.json")
+    cfg = toy_loop(rounds=0)
+    res = run_self_augment(store, tmp_path / "work", sft, ev, cfg, log=lambda m: None)
+    models = res["rounds"][0]["models"]
+    tasks = {"ocr": str(world / "tasks" / "ocr" / "data.json")}
+    with pytest.raises(InputError) as e:
+        run_specialist_augment(store, tmp_path / "work", sft, ev, SpecialistConfig(
+            specialists=tasks, loop=cfg, finetune=SpecialistArgs(max_steps=2, start="align")), log=lambda m: None)
+    assert str(e.value) == ("unsupported specialist start 'align' — specialists start from the base round's "
+                            "pretrain or sft checkpoint — e.g. --ft-start pretrain")
+    spec = run_specialist_augment(store, tmp_path / "work", sft, ev, SpecialistConfig(
+        specialists=tasks, loop=cfg, finetune=SpecialistArgs(max_steps=2, start="sft")), log=lambda m: None)
+    mid = spec["specialists"]["ocr"]["model_id"]
+    parent = store.sql(f"SELECT parent_model_id FROM models WHERE model_id = '{mid}'").to_pylist()[0]
+    assert parent["parent_model_id"] == models["sft"] != models["pretrain"]
+    recipes = [json.loads(r["config"])["recipe"] for r in store.sql(
+        "SELECT config FROM runs WHERE kind = 'step' ORDER BY started_at").to_pylist()]
+    spec_recipes = [c for c in recipes if "finetune" in c]
+    assert spec_recipes and {c["finetune"]["start"] for c in spec_recipes} == {"sft"}

@@ -228,12 +228,14 @@ def _specialist_data(specialists: str, specialist_data: tuple[str, ...], world: 
                    "paper's wording; it lost caption P×R on the synthetic world, docs/results.md).")
 @click.option("--ft-epochs", type=EPOCHS, default=4.0, show_default=True, help="specialist fine-tune epochs.")
 @click.option("--ft-max-steps", type=POSITIVE, default=None)
+@click.option("--ft-start", default="pretrain", show_default=True, type=click.Choice(["pretrain", "sft"]),
+              help="fine-tune from the base round's stage-2 checkpoint (the method) or from its SFT generalist.")
 @_loop_options
 @click.pass_context
-def specialist_cmd(ctx, specialists, specialist_data, prompts_file, policy, ft_epochs, ft_max_steps, world, sft, eval_,
-                   work, **kw):
-    """Fine-tune specialists from the latest generalist's stage-2 checkpoint (task data mixed with caption and
-    SFT data), recaption with each, build with --policy, retrain the generalist from scratch, evaluate.
+def specialist_cmd(ctx, specialists, specialist_data, prompts_file, policy, ft_epochs, ft_max_steps, ft_start, world,
+                   sft, eval_, work, **kw):
+    """Fine-tune specialists from the latest generalist's stage-2 checkpoint (or, --ft-start sft, its SFT model;
+    task data mixed with caption and SFT data), recaption with each, build with --policy, retrain the generalist from scratch, evaluate.
 
     \b
     Example:
@@ -249,7 +251,7 @@ def specialist_cmd(ctx, specialists, specialist_data, prompts_file, policy, ft_e
         load_prompts(prompts_file)      # a malformed file fails here, before any work
     store = open_store(ctx)
     cfg = SpecialistConfig(specialists=data, loop=_loop_config(**kw), prompts_file=prompts_file, policy=policy,
-                           finetune=SpecialistArgs(epochs=ft_epochs, max_steps=ft_max_steps))
+                           finetune=SpecialistArgs(epochs=ft_epochs, max_steps=ft_max_steps, start=ft_start))
     res = run_specialist_augment(store, work, sft, eval_, cfg, log=click.echo)
     click.echo(f"round {res['round']} (specialists) vs round {res['base_round']}:")
     for k in sorted(res["metrics"]):
