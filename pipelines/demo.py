@@ -43,11 +43,11 @@ _RECIPE = TrainArgs(epochs_align=0.25, epochs_pretrain=2.0, epochs_sft=4.0, free
 # at 16 stage-2 epochs; the demo runs it at 4 (docs/results.md "make demo").
 _PAPER = replace(_RECIPE, epochs_pretrain=4.0, epochs_sft=12.0, sft_in_pretrain=0.0)
 
-# Specialists: fine-tuned on task + caption + SFT data (docs/results.md: without the SFT set a specialist
-# forgot how to answer), from round 2's generalist rather than its stage-2 checkpoint: in the paper's regime
-# stage 2 never sees the SFT set, and specialists started there learned nothing in the demo's minutes (OCR
-# +0.000 at 8 epochs; from the generalist +0.054 at 6: docs/results.md "make demo").
-_SPECIALISTS = SpecialistArgs(epochs=6.0, start="sft")
+# Specialists: fine-tuned from round 2's stage-2 checkpoint (the method) on task + caption + SFT data
+# (docs/results.md: without the SFT set a specialist forgot how to answer). In the paper's regime that
+# checkpoint never saw the SFT set and the specialists learn little in the demo's minutes; starting them from
+# the generalist (start="sft") lifted OCR in a probe but cost the specialist round more (docs/results.md).
+_SPECIALISTS = SpecialistArgs(epochs=6.0)
 # 1,000 pool images with proper names in half the alt-texts (what the concat policy keeps); 250 task images
 # per specialist.
 _WORLD = {"name_prob": 0.5, "task_fraction": 0.25}
