@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curator.ingest import ingest  # noqa: E402
 from curator.store import Store  # noqa: E402
-from pipelines.demo import SIZES, loop_config  # noqa: E402
+from pipelines.demo import _RECIPE, SIZES, loop_config  # noqa: E402
 from pipelines.self_augment import run_self_augment  # noqa: E402
 
 
@@ -43,7 +43,8 @@ def main() -> None:
     w = demo / "world"
     store = Store(str(out / "store"), create=True)
     ingest(store, manifest=str(w / "pretrain" / "manifest.jsonl"))
-    cfg = loop_config(SIZES["full"], 0, str(out / "foundation" / "vision"))
+    # the recorded runs used the trend run's recipe (one SFT copy in stage 2), the `full` size of that time
+    cfg = loop_config(replace(SIZES["full"], train=_RECIPE), 0, str(out / "foundation" / "vision"))
     cfg = replace(cfg, rounds=1 if a.what == "loop" else 0, min_gain=None,
                   train=replace(cfg.train, epochs_pretrain=a.epochs))
     res = run_self_augment(store, out, str(w / "sft" / "data.json"), str(w / "eval" / "eval.json"), cfg)

@@ -1,11 +1,11 @@
 """`make demo`: the whole VILA² loop on the built-in synthetic world, on CPU.
 
 world → vision foundation (once, cached) → ingest → SQL summary → round 0 → self-augment rounds → (--full: compute
-control, round 0 at 2× the pretraining epochs) → specialist augment (each specialist graded on its own skill) → report.
+control, round 0 at 2× the stage-2 epochs) → specialist augment (each specialist graded on its own skill) → report.
 Resumable: rerunning the same command continues where it stopped (the store remembers finished steps).
 
     curator demo --out demo_out            # default sizes (docs/results.md has the measured wall time)
-    curator demo --out demo_out --full     # + round 3 and the compute control
+    curator demo --out demo_out --full     # + round 3, the spatial specialist and the compute control
     curator demo --out demo_out --quick    # toy sizes (≤ 3 min)
 """
 from __future__ import annotations

@@ -107,7 +107,9 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
     lc = cfg.loop
     run = StepRunner(store, "specialist-augment", {
         "specialists": cfg.specialists, "policy": cfg.policy, "loop": lc.as_dict(),
-        "finetune": {k: v for k, v in cfg.finetune.__dict__.items() if (k, v) != ("start", "pretrain")}, "base": base["stages"]["sft"]["model_id"], "sft": str(sft_data),
+        # the default start is left out of the key, so runs recorded before the option resume as the same pipeline
+        "finetune": {k: v for k, v in cfg.finetune.__dict__.items() if (k, v) != ("start", "pretrain")},
+        "base": base["stages"]["sft"]["model_id"], "sft": str(sft_data),
         "eval": str(eval_json), "work": str(work), "prompts_file": cfg.prompts_file}, log=log)
     stage2 = base["stages"][cfg.finetune.start]   # the method's stage-2 checkpoint, or the round's generalist
     caption_data = base["caption_data"]     # the base round's caption build: mixed into each specialist's data

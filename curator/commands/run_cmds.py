@@ -234,8 +234,9 @@ def _specialist_data(specialists: str, specialist_data: tuple[str, ...], world: 
 @click.pass_context
 def specialist_cmd(ctx, specialists, specialist_data, prompts_file, policy, ft_epochs, ft_max_steps, ft_start, world,
                    sft, eval_, work, **kw):
-    """Fine-tune specialists from the latest generalist's stage-2 checkpoint (or, --ft-start sft, its SFT model;
-    task data mixed with caption and SFT data), recaption with each, build with --policy, retrain the generalist from scratch, evaluate.
+    """Fine-tune specialists from the latest generalist's stage-2 checkpoint (or, --ft-start sft, its SFT model)
+    on task data mixed with caption and SFT data, recaption with each, build with --policy, retrain the
+    generalist from scratch, evaluate.
 
     \b
     Example:
@@ -305,7 +306,7 @@ def report_cmd(ctx, out, gallery, at):
 @click.option("--out", default="demo_out", show_default=True, type=OUT_DIR,
               help="working directory (world, foundation, store, checkpoints, report).")
 @click.option("--quick", is_flag=True, help="toy sizes: a smoke run of every step in about 3 minutes.")
-@click.option("--full", is_flag=True, help="the README's trend run: 3 self-augment rounds.")
+@click.option("--full", is_flag=True, help="+ round 3, the spatial specialist and the compute control.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo_cmd(out, quick, full, seed):
     """The whole VILA² loop on the built-in synthetic world, on CPU (what `make demo` runs). Resumable.
