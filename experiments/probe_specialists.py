@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--task-images", type=int, default=None,
                     help="write N-image task sets from the world's own task streams (its first images are the "
                          "world's task sets) into OUT/tasks<N> and use them")
+    ap.add_argument("--freeze-vision", action="store_true", help="keep the vision tower frozen (as the loop does)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
@@ -82,7 +83,7 @@ def main() -> None:
             t0 = time.time()
             tasks = Path(a.tasks or Path(a.world) / "tasks")
             n_task = len(json.loads((tasks / ("spatial" if name == "control" else name) / "data.json").read_text()))
-            d = out / f"{name}-e{e:g}-lr{a.lr:g}-mix{a.mix:g}-sft{int(a.sft)}-n{n_task}"
+            d = out / f"{name}-e{e:g}-lr{a.lr:g}-mix{a.mix:g}-sft{int(a.sft)}-n{n_task}-fv{int(a.freeze_vision)}"
             sft = str(Path(a.world) / "sft" / "data.json") if a.sft else None
             if name == "control":
                 # the same fine-tune without the task data: n_task caption samples in its place (+ the same
@@ -90,14 +91,14 @@ def main() -> None:
                 caps = load_conversations(a.captions)
                 pick = torch.randperm(len(caps), generator=torch.Generator().manual_seed(1))[:n_task].tolist()
                 finetune_specialist(d, a.stage2, [caps[i] for i in pick], a.captions, mix_ratio=a.mix,
-                                    sft_data=sft, epochs=e, lr=a.lr, progress=False)
+                                    sft_data=sft, epochs=e, lr=a.lr, freeze_vision=a.freeze_vision, progress=False)
             else:
                 finetune_specialist(d, a.stage2, str(tasks / name / "data.json"), a.captions, mix_ratio=a.mix,
-                                    sft_data=sft, epochs=e, lr=a.lr, progress=False)
+                                    sft_data=sft, epochs=e, lr=a.lr, freeze_vision=a.freeze_vision, progress=False)
             m = grade(str(d), ev, a.limit)
             for k in (SKILL_METRIC.values() if name == "control" else [SKILL_METRIC[name]]):
                 row = {"cmd": " ".join(sys.argv), "specialist": name, "epochs": e, "lr": a.lr, "mix": a.mix,
-                       "sft": a.sft, "n_task": n_task, "metric": k, "base": base[k], "specialist_value": m[k],
+                       "sft": a.sft, "freeze_vision": a.freeze_vision, "n_task": n_task, "metric": k, "base": base[k], "specialist_value": m[k],
                        "gain": round(m[k] - base[k], 4), "caption_p_x_r": m["caption_p_x_r"],
                        "base_caption_p_x_r": base["caption_p_x_r"], "wall_s": round(time.time() - t0),
                        "grounding_sample": m["grounding_sample"]}

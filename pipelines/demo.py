@@ -140,8 +140,12 @@ def run_demo(out: str | Path = "demo_out", size: str = "default", seed: int = 0)
         if isinstance(v["base"], (int, float)) and isinstance(v["specialist"], (int, float)):
             print(f"  {name:<10} {v['metric']:<18} {v['base']:7.3f} → {v['specialist']:7.3f}  "
                   f"({v['specialist'] - v['base']:+.3f})")
-    print(f"\nspecialist round {sres['round']} vs round {sres['base_round']}:")
-    for k in sorted(sres["metrics"]):
+    for name, why in sorted(sres["unused"].items()):
+        print(f"  {name} wrote no data: {why}")
+    if sres["metrics"] is None:
+        print(f"\nno specialist lifted its own skill: specialist round {sres['round']} was not trained")
+    print(f"\nspecialist round {sres['round']} vs round {sres['base_round']}:" if sres["metrics"] else "")
+    for k in sorted(sres["metrics"] or {}):
         a, b = sres["metrics_before"].get(k), sres["metrics"].get(k)
         if isinstance(a, (int, float)) and isinstance(b, (int, float)):
             print(f"  {k:<28} {a:7.3f} → {b:7.3f}  ({b - a:+.3f})")

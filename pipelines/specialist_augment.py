@@ -32,9 +32,15 @@ class SpecialistArgs:
     max_steps: int | None = None
     start: str = "pretrain"          # the base round's checkpoint to start from: "pretrain" (stage 2, the method)
                                      # or "sft" (its generalist: it already answers; docs/results.md "make demo")
+    min_skill_gain: float | None = None   # a specialist whose own skill (SKILL_METRIC) gains less than this over
+                                     # the base round's generalist does not recaption: its outputs would teach the
+                                     # generalist its mistakes. None: every specialist recaptions (the method)
 
 
 START_STAGES = ("pretrain", "sft")
+# SpecialistArgs fields added after runs were recorded: left out of the pipeline key at these values, so those
+# runs resume as the same pipeline
+_KEY_DEFAULTS = {"start": "pretrain", "min_skill_gain": None}
 
 
 @dataclass
@@ -107,14 +113,17 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
     lc = cfg.loop
     run = StepRunner(store, "specialist-augment", {
         "specialists": cfg.specialists, "policy": cfg.policy, "loop": lc.as_dict(),
-        # the default start is left out of the key, so runs recorded before the option resume as the same pipeline
-        "finetune": {k: v for k, v in cfg.finetune.__dict__.items() if (k, v) != ("start", "pretrain")},
+        "finetune": {k: v for k, v in cfg.finetune.__dict__.items() if k not in _KEY_DEFAULTS or v != _KEY_DEFAULTS[k]},
+        # specialists of a frozen-tower generalist keep the tower frozen (runs recorded before did not: a new key)
+        **({"specialist_tower": "frozen"} if lc.train.freeze_vision else {}),
         "base": base["stages"]["sft"]["model_id"], "sft": str(sft_data),
         "eval": str(eval_json), "work": str(work), "prompts_file": cfg.prompts_file}, log=log)
     stage2 = base["stages"][cfg.finetune.start]   # the method's stage-2 checkpoint, or the round's generalist
     caption_data = base["caption_data"]     # the base round's caption build: mixed into each specialist's data
 
-    spec_out, spec_eval = {}, {}
+    before = json.loads(store.sql(
+        f"SELECT metrics FROM models WHERE model_id = '{base['stages']['sft']['model_id']}'").to_pylist()[0]["metrics"])
+    spec_out, spec_eval, unused = {}, {}, {}
     for name, data in sorted(cfg.specialists.items()):
         def ft(name=name, data=data):
             from curator.training import train_specialist
@@ -124,13 +133,22 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
                                     caption_data=caption_data, round=R, mix_ratio=f.mix_ratio, seed=lc.seed,
                                     sft_data=str(sft_data) if f.with_sft else None,
                                     epochs=f.epochs, lr=f.lr, batch_size=lc.train.batch_size, max_steps=f.max_steps,
-                                    device=lc.train.device, nproc=lc.train.nproc if lc.train.nproc > 1 else None,
+                                    # the tower stays as the generalist trained it: a pretrained (foundation) tower
+                                    # the loop froze is not retrained at the fine-tune's learning rate
+                                    freeze_vision=lc.train.freeze_vision or None, device=lc.train.device,
+                                    nproc=lc.train.nproc if lc.train.nproc > 1 else None,
                                     progress=False)
 
         spec_out[name] = run.step(f"specialist/{name}/finetune", ft, round=R)
         # the specialist's own skill on the held-out set, against the base round's generalist (SKILL_METRIC)
         spec_eval[name] = run.step(f"specialist/{name}/eval", lambda name=name: evaluate_and_record(
             store, spec_out[name]["model_id"], eval_json, lc, work / "eval" / f"specialist-{name}.json"), round=R)
+        gain = _skill_gain(name, before, spec_eval[name]["metrics"])
+        if cfg.finetune.min_skill_gain is not None and gain is not None and gain < cfg.finetune.min_skill_gain:
+            unused[name] = (f"{SKILL_METRIC[name]} {gain:+.3f} over round {base['round']}'s generalist, "
+                            f"below the minimum gain {cfg.finetune.min_skill_gain:+.3f}")
+            run.log(f"[specialist] {name} does not recaption: {unused[name]}")
+            continue
         r = lc.recaption
         run.step(f"specialist/{name}/recaption", lambda name=name: recaption(
             store, R, spec_out[name]["path"], workers=r.procs, prompts=name, kind=name, engine=r.engine,
@@ -147,6 +165,16 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
         return {"build_id": b.build_id, "path": str(Path(b.out_dir).resolve()), "rows": b.rows,
                 "counts": b.manifest.get("counts", {})}
 
+    skills = {n: {"metric": SKILL_METRIC.get(n), "base": before.get(SKILL_METRIC.get(n)),
+                  "specialist": spec_eval[n]["metrics"].get(SKILL_METRIC.get(n)), "used": n not in unused}
+              for n in spec_eval}
+    res = {"round": R, "base_round": base["round"], "specialists": spec_out, "metrics_before": before,
+           "specialist_skills": skills, "unused": unused}
+    if len(unused) == len(cfg.specialists):
+        # no specialist adds data: the round would retrain on the base round's data alone
+        run.log(f"[specialist] no specialist lifted its own skill by {cfg.finetune.min_skill_gain:+.3f}: "
+                f"round {R} is not trained")
+        return {**res, "build": None, "models": None, "metrics": None, "ran": run.ran, "skipped": run.skipped}
     b = run.step(f"round-{R}/build", do_build, round=R)
     t = run.step(f"round-{R}/train", lambda: train_and_register(
         store, work, f"round-{R}-specialist", b["build_id"], sft_data, lc, R,
@@ -155,10 +183,11 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
         store, t["models"]["sft"], eval_json, lc, work / "eval" / f"round-{R}-specialist.json"), round=R)
     run.step(f"round-{R}/tag", lambda: tag_state(store, run.pipeline_id, f"round-{R}", retag=retag, log=run.log),
              round=R)
-    before = json.loads(store.sql(
-        f"SELECT metrics FROM models WHERE model_id = '{base['stages']['sft']['model_id']}'").to_pylist()[0]["metrics"])
-    skills = {n: {"metric": SKILL_METRIC.get(n), "base": before.get(SKILL_METRIC.get(n)),
-                  "specialist": spec_eval[n]["metrics"].get(SKILL_METRIC.get(n))} for n in spec_eval}
-    return {"round": R, "base_round": base["round"], "specialists": spec_out, "build": b, "models": t["models"],
-            "metrics_before": before, "metrics": e["metrics"], "specialist_skills": skills, "ran": run.ran,
-            "skipped": run.skipped}
+    return {**res, "build": b, "models": t["models"], "metrics": e["metrics"], "ran": run.ran, "skipped": run.skipped}
+
+
+def _skill_gain(name: str, before: dict, after: dict) -> float | None:
+    """A built-in specialist's gain on its own skill over the base generalist (None: no metric for it)."""
+    k = SKILL_METRIC.get(name)
+    a, b = before.get(k), after.get(k)
+    return b - a if k and isinstance(a, (int, float)) and isinstance(b, (int, float)) else None

@@ -305,3 +305,43 @@ def test_specialists_can_start_from_the_base_rounds_generalist(tmp_path, world):
         "SELECT config FROM runs WHERE kind = 'step' ORDER BY started_at").to_pylist()]
     spec_recipes = [c for c in recipes if "finetune" in c]
     assert spec_recipes and {c["finetune"]["start"] for c in spec_recipes} == {"sft"}
+
+
+def test_specialists_keep_a_frozen_tower_and_one_below_the_minimum_gain_writes_no_data(tmp_path, world):
+    """A generalist trained with a frozen tower hands it to its specialists unchanged (the fine-tune's learning
+    rate would otherwise retrain a pretrained tower); with min_skill_gain no specialist whose own skill gains
+    less recaptions, and with none left the specialist round is not trained."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    store = _store_with_world(tmp_path, world)
+    sft, ev = str(world / "sft" / "data.json"), str(world / "eval" / "eval.json")
+    cfg = toy_loop(rounds=0)
+    cfg = replace(cfg, train=replace(cfg.train, freeze_vision=True))
+    res = run_self_augment(store, tmp_path / "work", sft, ev, cfg, log=lambda m: None)
+    logs = []
+    tasks = {n: str(world / "tasks" / n / "data.json") for n in ("grounding", "ocr")}
+    spec = run_specialist_augment(store, tmp_path / "work", sft, ev, SpecialistConfig(
+        specialists=tasks, loop=cfg, finetune=SpecialistArgs(max_steps=2, min_skill_gain=2.0)), log=logs.append)
+    parent = load_file(str(Path(res["rounds"][0]["paths"]["pretrain"]) / "model.safetensors"))
+    for name in tasks:
+        child = load_file(str(Path(spec["specialists"][name]["path"]) / "model.safetensors"))
+        tower = [k for k in parent if "vision_tower" in k]
+        assert tower and all(bool((child[k] == parent[k]).all()) for k in tower)
+        assert any(not bool((child[k] == parent[k]).all()) for k in parent if "language_model" in k)
+    assert spec["metrics"] is None and spec["models"] is None and spec["build"] is None
+    assert set(spec["unused"]) == {"grounding", "ocr"}
+    g = spec["specialist_skills"]["ocr"]
+    assert spec["unused"]["ocr"] == (f"vqa_acc_ocr {g['specialist'] - g['base']:+.3f} over round 0's generalist, "
+                                     "below the minimum gain +2.000")
+    assert not g["used"]
+    assert f"[specialist] ocr does not recaption: {spec['unused']['ocr']}" in logs
+    assert "[specialist] no specialist lifted its own skill by +2.000: round 1 is not trained" in logs
+    # neither wrote a caption, and round 1 was neither built nor trained
+    assert store.sql("SELECT count(*) AS n FROM captions WHERE kind IN ('grounding', 'ocr')").to_pylist()[0]["n"] == 0
+    steps = [json.loads(r["config"])["step"] for r in store.sql(
+        "SELECT config FROM runs WHERE kind = 'step' AND status = 'ok'").to_pylist()]
+    assert "specialist/ocr/eval" in steps
+    assert not [s for s in steps if s.startswith("round-1/") or s.endswith(("/recaption", "/filter"))
+                and s.startswith("specialist/")]

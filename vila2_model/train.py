@@ -546,6 +546,8 @@ def finetune_specialist(out_dir: str | Path,
                         batch_size: int = 32,
                         warmup_ratio: float = 0.03,
                         max_steps: int | None = None,
+                        freeze_vision: bool = False,   # keep the vision tower as the parent has it (a pretrained
+                                                       # tower the generalist froze: docs/results.md "make demo")
                         device: str = "cpu",
                         bf16: bool | None = None,
                         deepspeed_config: str | dict | None = None,
@@ -577,11 +579,12 @@ def finetune_specialist(out_dir: str | Path,
     model = AutoModelForImageTextToText.from_pretrained(str(stage2_ckpt))
     enc = encode_samples(processor, mixed)
     run_stage(model, processor, enc, out_dir, stage="specialist", epochs=epochs, lr=lr, batch_size=batch_size,
-              seed=seed, warmup_ratio=warmup_ratio, max_steps=max_steps, device=device, bf16=bf16,
+              seed=seed, warmup_ratio=warmup_ratio, max_steps=max_steps, freeze_vision=freeze_vision,
+              device=device, bf16=bf16,
               deepspeed_config=deepspeed_config, progress=progress, step_callback=step_callback,
               meta={"parent": str(stage2_ckpt), "parent_hash": content_hash(stage2_ckpt),
                     "task": str(task_data) if isinstance(task_data, (str, Path)) else f"{len(task)} samples",
-                    "n_task": len(task), "n_caption": n_caps, "n_sft": len(sft),
+                    "n_task": len(task), "n_caption": n_caps, "n_sft": len(sft), "freeze_vision": freeze_vision,
                     "sft": str(sft_data) if isinstance(sft_data, (str, Path)) else f"{len(sft)} samples"})
     return str(out_dir)
 

@@ -89,15 +89,17 @@ def train_cmd(ctx, data, sft, out_dir, round_, recipe, preset, epochs_align, epo
 @click.option("--device", default=None)
 @click.option("--max-steps", type=POSITIVE, default=None)
 @click.option("--nproc", type=POSITIVE, default=None, help="Data-parallel fine-tuning processes on this machine.")
+@click.option("--freeze-vision", is_flag=True, default=False,
+              help="Keep the vision tower frozen, as the generalist trained with a pretrained tower (a foundation).")
 @click.pass_context
 def train_specialist_cmd(ctx, stage2, task_data, role, caption_data, mix_ratio, sft_data, out_dir, epochs, lr, seed,
-                         device, max_steps, nproc):
+                         device, max_steps, nproc, freeze_vision):
     """Fine-tune a specialist from a stage-2 checkpoint on task data mixed with caption and SFT data (VILA² §2)."""
     from curator.training import train_specialist
 
     res = train_specialist(open_store(ctx), out_dir, stage2, task_data, role, caption_data=caption_data,
                            mix_ratio=mix_ratio, sft_data=sft_data, epochs=epochs, lr=lr, seed=seed, device=device,
-                           max_steps=max_steps, nproc=nproc)
+                           max_steps=max_steps, nproc=nproc, freeze_vision=freeze_vision or None)
     click.echo(f"{role} {res['model_id'][:16]}  {res['path']}")
 
 

@@ -230,10 +230,13 @@ def _specialist_data(specialists: str, specialist_data: tuple[str, ...], world: 
 @click.option("--ft-max-steps", type=POSITIVE, default=None)
 @click.option("--ft-start", default="pretrain", show_default=True, type=click.Choice(["pretrain", "sft"]),
               help="fine-tune from the base round's stage-2 checkpoint (the method) or from its SFT generalist.")
+@click.option("--ft-min-gain", type=float, default=None,
+              help="a specialist whose own skill gains less than this over the base generalist writes no data "
+                   "(default: every specialist recaptions).")
 @_loop_options
 @click.pass_context
-def specialist_cmd(ctx, specialists, specialist_data, prompts_file, policy, ft_epochs, ft_max_steps, ft_start, world,
-                   sft, eval_, work, **kw):
+def specialist_cmd(ctx, specialists, specialist_data, prompts_file, policy, ft_epochs, ft_max_steps, ft_start,
+                   ft_min_gain, world, sft, eval_, work, **kw):
     """Fine-tune specialists from the latest generalist's stage-2 checkpoint (or, --ft-start sft, its SFT model)
     on task data mixed with caption and SFT data, recaption with each, build with --policy, retrain the
     generalist from scratch, evaluate.
@@ -252,8 +255,12 @@ def specialist_cmd(ctx, specialists, specialist_data, prompts_file, policy, ft_e
         load_prompts(prompts_file)      # a malformed file fails here, before any work
     store = open_store(ctx)
     cfg = SpecialistConfig(specialists=data, loop=_loop_config(**kw), prompts_file=prompts_file, policy=policy,
-                           finetune=SpecialistArgs(epochs=ft_epochs, max_steps=ft_max_steps, start=ft_start))
+                           finetune=SpecialistArgs(epochs=ft_epochs, max_steps=ft_max_steps, start=ft_start,
+                                                   min_skill_gain=ft_min_gain))
     res = run_specialist_augment(store, work, sft, eval_, cfg, log=click.echo)
+    if res["metrics"] is None:
+        click.echo(f"round {res['round']} not trained: no specialist lifted its own skill by {ft_min_gain:+.3f}")
+        return
     click.echo(f"round {res['round']} (specialists) vs round {res['base_round']}:")
     for k in sorted(res["metrics"]):
         a, b = res["metrics_before"].get(k), res["metrics"].get(k)
