@@ -149,6 +149,8 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
                             f"below the minimum gain {cfg.finetune.min_skill_gain:+.3f}")
             run.log(f"[specialist] {name} does not recaption: {unused[name]}")
             continue
+        if gain is not None:
+            run.log(f"[specialist] {name}: {SKILL_METRIC[name]} {gain:+.3f} over round {base['round']}'s generalist")
         r = lc.recaption
         run.step(f"specialist/{name}/recaption", lambda name=name: recaption(
             store, R, spec_out[name]["path"], workers=r.procs, prompts=name, kind=name, engine=r.engine,
