@@ -6,7 +6,7 @@ Resumable: rerunning the same command continues where it stopped (the store reme
 
     curator demo --out demo_out            # default sizes (docs/results.md has the measured wall time)
     curator demo --out demo_out --full     # + round 3, the OCR and spatial specialists, the compute control
-    curator demo --out demo_out --quick    # toy sizes (≤ 3 min)
+    curator demo --out demo_out --quick    # toy sizes: a smoke run of every step (about 6 min)
 """
 from __future__ import annotations
 

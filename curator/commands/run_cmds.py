@@ -312,7 +312,7 @@ def report_cmd(ctx, out, gallery, at):
 @click.command("demo")
 @click.option("--out", default="demo_out", show_default=True, type=OUT_DIR,
               help="working directory (world, foundation, store, checkpoints, report).")
-@click.option("--quick", is_flag=True, help="toy sizes: a smoke run of every step in about 3 minutes.")
+@click.option("--quick", is_flag=True, help="toy sizes: a smoke run of every step in about 6 minutes.")
 @click.option("--full", is_flag=True, help="+ round 3, the OCR and spatial specialists and the compute control.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo_cmd(out, quick, full, seed):
