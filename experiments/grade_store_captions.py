@@ -30,8 +30,8 @@ def main() -> None:
     store = Store(a.store)
     for kind, rnd in zip(a.kind, a.round):
         rows = store.sql("SELECT c.image_id, c.text, i.meta FROM captions c JOIN images i USING (image_id) "
-                         f"WHERE c.kind = '{kind}' AND c.round = {int(rnd)} AND c.sample_idx = 0 "
-                         "ORDER BY c.image_id").to_pylist()
+                         "WHERE c.kind = $kind AND c.round = $round AND c.sample_idx = 0 "
+                         "ORDER BY c.image_id", params={"kind": kind, "round": rnd}).to_pylist()
         random.Random(0).shuffle(rows)
         rows = rows[:a.n]
         items = [dict(json.loads(r["meta"]), id=r["image_id"]) for r in rows]

@@ -98,7 +98,8 @@ def main() -> None:
             m = grade(str(d), ev, a.limit)
             for k in (SKILL_METRIC.values() if name == "control" else [SKILL_METRIC[name]]):
                 row = {"cmd": " ".join(sys.argv), "specialist": name, "epochs": e, "lr": a.lr, "mix": a.mix,
-                       "sft": a.sft, "freeze_vision": a.freeze_vision, "n_task": n_task, "metric": k, "base": base[k], "specialist_value": m[k],
+                       "sft": a.sft, "freeze_vision": a.freeze_vision, "n_task": n_task, "metric": k,
+                       "base": base[k], "specialist_value": m[k],
                        "gain": round(m[k] - base[k], 4), "caption_p_x_r": m["caption_p_x_r"],
                        "base_caption_p_x_r": base["caption_p_x_r"], "wall_s": round(time.time() - t0),
                        "grounding_sample": m["grounding_sample"]}

@@ -147,7 +147,8 @@ def run_demo(out: str | Path = "demo_out", size: str = "default", seed: int = 0)
         print(f"  {name} wrote no data: {why}")
     if sres["metrics"] is None:
         print(f"\nno specialist lifted its own skill: specialist round {sres['round']} was not trained")
-    print(f"\nspecialist round {sres['round']} vs round {sres['base_round']}:" if sres["metrics"] else "")
+    else:
+        print(f"\nspecialist round {sres['round']} vs round {sres['base_round']}:")
     for k in sorted(sres["metrics"] or {}):
         a, b = sres["metrics_before"].get(k), sres["metrics"].get(k)
         if isinstance(a, (int, float)) and isinstance(b, (int, float)):

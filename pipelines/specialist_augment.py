@@ -135,7 +135,7 @@ def run_specialist_augment(store, work_dir: str | Path, sft_data: str, eval_json
                                     epochs=f.epochs, lr=f.lr, batch_size=lc.train.batch_size, max_steps=f.max_steps,
                                     # the tower stays as the generalist trained it: a pretrained (foundation) tower
                                     # the loop froze is not retrained at the fine-tune's learning rate
-                                    freeze_vision=lc.train.freeze_vision or None, device=lc.train.device,
+                                    freeze_vision=lc.train.freeze_vision, device=lc.train.device,
                                     nproc=lc.train.nproc if lc.train.nproc > 1 else None,
                                     progress=False)
 

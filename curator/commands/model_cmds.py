@@ -99,7 +99,7 @@ def train_specialist_cmd(ctx, stage2, task_data, role, caption_data, mix_ratio, 
 
     res = train_specialist(open_store(ctx), out_dir, stage2, task_data, role, caption_data=caption_data,
                            mix_ratio=mix_ratio, sft_data=sft_data, epochs=epochs, lr=lr, seed=seed, device=device,
-                           max_steps=max_steps, nproc=nproc, freeze_vision=freeze_vision or None)
+                           max_steps=max_steps, nproc=nproc, freeze_vision=freeze_vision)
     click.echo(f"{role} {res['model_id'][:16]}  {res['path']}")
 
 
